@@ -1,0 +1,32 @@
+"""best-of: the judge scores every candidate against a rubric and picks one, returned verbatim."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ...types import Candidate
+from . import Outcome, Strategy, register_strategy
+
+if TYPE_CHECKING:
+    from ..engine import FusionContext
+
+
+async def choose(ctx: FusionContext, candidates: list[Candidate]) -> Outcome:
+    """Ask the judge to pick; fall back to the vote when it fails."""
+    parsed = await ctx.ask_judge(candidates, "choose")
+    if isinstance(parsed, str):
+        outcome = ctx.vote_outcome(candidates, judge_failed=parsed)
+    else:
+        chosen = next(c for c in candidates if c.member == parsed.verdict.choice)
+        outcome = Outcome(chosen.text, parsed.verdict, chosen.tool_calls, chosen=chosen)
+    outcome.final = candidates
+    return outcome
+
+
+@register_strategy
+class BestOf(Strategy):
+    name = "best-of"
+    description = "the judge scores every candidate and returns the best one verbatim"
+
+    async def run(self, ctx: FusionContext, first: list[Candidate]) -> Outcome:
+        return await choose(ctx, first)

@@ -1,0 +1,345 @@
+"""OpenAI-compatible chat completions over HTTP: OpenRouter, OpenAI, Gemini, Anthropic, vLLM, llama.cpp, ...
+
+One ``Upstream`` (a long-lived ``httpx.AsyncClient``) per base URL and key, shared by every model on it and
+closed by the hub on shutdown. HTTP statuses and ``{"error": {...}}`` bodies become typed errors here; 429 and
+5xx are retried with backoff honouring ``Retry-After``, but only before any token has been streamed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+from httpx_sse import aconnect_sse
+
+from ..errors import (
+    AuthenticationError,
+    BadUpstreamRequestError,
+    ProviderError,
+    ProviderTimeoutError,
+    RateLimitedError,
+    UpstreamError,
+)
+from ..types import Completion, GenerationParams, Message, Usage
+from .base import ChatModel, Delta, StreamEvent
+from .pricing import PriceTable
+
+__all__ = ["Upstream", "OpenAICompatModel", "StructuredMode"]
+
+# How to ask for JSON output: OpenAI's json_schema, llama.cpp's json_object+schema, plain json_object, none.
+StructuredMode = Literal["json_schema", "json_object_schema", "json_object", "none"]
+_FALLBACK: dict[StructuredMode, StructuredMode] = {
+    "json_schema": "json_object_schema",
+    "json_object_schema": "json_object",
+    "json_object": "none",
+}
+_MAX_RETRY_AFTER = 60.0
+
+
+@dataclass
+class Upstream:
+    """One OpenAI-compatible endpoint and its long-lived client."""
+
+    name: str
+    base_url: str
+    api_key: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    connect_timeout: float = 10.0
+    read_timeout: float = 300.0
+    max_retries: int = 2
+    structured: StructuredMode = "json_schema"
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    _client: httpx.AsyncClient | None = field(default=None, repr=False)
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            headers = {"User-Agent": "polyfuse", **self.headers}
+            if self.api_key:
+                headers["Authorization"] = f"Bearer {self.api_key}"
+            self._client = httpx.AsyncClient(
+                base_url=self.base_url.rstrip("/"),
+                headers=headers,
+                timeout=httpx.Timeout(self.read_timeout, connect=self.connect_timeout),
+                limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    raw = response.headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(raw) if raw else None
+        if parsed is None:
+            return None
+        return max(0.0, parsed.timestamp() - time.time())
+
+
+def _error_message(body: bytes, fallback: str) -> str:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        text = body.decode("utf-8", "replace").strip()
+        return text[:300] or fallback
+    err = data.get("error") if isinstance(data, dict) else None
+    if isinstance(err, dict):
+        return str(err.get("message") or err.get("code") or fallback)
+    if isinstance(err, str):
+        return err
+    if isinstance(data, dict) and "detail" in data:
+        return str(data["detail"])[:300]
+    return fallback
+
+
+def error_from_status(status: int, body: bytes, provider: str, retry_after: float | None = None) -> ProviderError:
+    """Translate an HTTP error status (and OpenAI-style body) into the typed error tree."""
+    msg = f"{provider}: HTTP {status}: {_error_message(body, 'no detail')}"
+    if status in (401, 403):
+        return AuthenticationError(msg, status=status, provider=provider)
+    if status == 429:
+        return RateLimitedError(msg, retry_after=retry_after, status=status, provider=provider)
+    if status in (408, 504, 524):
+        return ProviderTimeoutError(msg, status=status, provider=provider)
+    if status >= 500:
+        return UpstreamError(msg, status=status, provider=provider)
+    return BadUpstreamRequestError(msg, status=status, provider=provider)
+
+
+def _transport_error(exc: httpx.HTTPError, provider: str) -> ProviderError:
+    if isinstance(exc, httpx.TimeoutException):
+        return ProviderTimeoutError(f"{provider}: {type(exc).__name__}: timed out", provider=provider)
+    return UpstreamError(f"{provider}: {type(exc).__name__}: {exc}", provider=provider)
+
+
+class _ToolCallAccumulator:
+    """Stream deltas carry tool calls in pieces keyed by index; join them into OpenAI's final form."""
+
+    def __init__(self) -> None:
+        self.calls: dict[int, dict[str, Any]] = {}
+
+    def add(self, deltas: list[dict[str, Any]]) -> None:
+        for d in deltas:
+            call = self.calls.setdefault(
+                int(d.get("index", 0)), {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
+            )
+            if d.get("id"):
+                call["id"] = d["id"]
+            fn = d.get("function") or {}
+            call["function"]["name"] += fn.get("name") or ""
+            call["function"]["arguments"] += fn.get("arguments") or ""
+
+    def result(self) -> list[dict[str, Any]] | None:
+        return [self.calls[i] for i in sorted(self.calls)] or None
+
+
+class OpenAICompatModel(ChatModel):
+    kind = "chat"
+    supports_json_schema = True
+
+    def __init__(self, model_id: str, remote_name: str, upstream: Upstream, prices: PriceTable) -> None:
+        self.id = model_id
+        self.remote_name = remote_name
+        self.upstream = upstream
+        self.prices = prices
+        self.supports_json_schema = upstream.structured != "none"
+
+    # -- request building -------------------------------------------------------------------------------------
+    def _body(
+        self, messages: Sequence[Message], params: GenerationParams, stream: bool, mode: StructuredMode
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.remote_name, "messages": [m.to_openai() for m in messages]}
+        for key in ("temperature", "max_tokens", "top_p", "stop", "seed", "tools", "tool_choice"):
+            value = getattr(params, key)
+            if value is not None:
+                body[key] = value
+        if params.json_schema is not None and mode != "none":
+            body["response_format"] = _response_format(mode, params.json_schema)
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        body.update(self.upstream.extra_body)
+        return body
+
+    def _cost(self, usage: Usage, reported: Any) -> float | None:
+        if isinstance(reported, int | float):
+            return float(reported)
+        return self.prices.cost(self.id, usage)
+
+    # -- calls ------------------------------------------------------------------------------------------------
+    async def complete(self, messages: Sequence[Message], params: GenerationParams) -> Completion:
+        start = time.perf_counter()
+        data = await self._with_retries(lambda mode: self._post_once(messages, params, mode), params)
+        latency = time.perf_counter() - start
+        if "error" in data and data.get("error"):
+            raise UpstreamError(f"{self.id}: {_error_message(json.dumps(data).encode(), 'error')}", provider=self.id)
+        try:
+            choice = data["choices"][0]
+            message = choice.get("message") or {}
+        except (KeyError, IndexError, TypeError):
+            raise UpstreamError(f"{self.id}: malformed response without choices", provider=self.id) from None
+        usage_raw = data.get("usage") or {}
+        usage = Usage(
+            prompt_tokens=int(usage_raw.get("prompt_tokens") or 0),
+            completion_tokens=int(usage_raw.get("completion_tokens") or 0),
+        )
+        return Completion(
+            text=message.get("content") or "",
+            finish_reason=choice.get("finish_reason"),
+            usage=usage,
+            cost=self._cost(usage, usage_raw.get("cost")),
+            model=str(data.get("model") or self.remote_name),
+            latency=latency,
+            ttft=latency,
+            tool_calls=message.get("tool_calls") or None,
+        )
+
+    async def _post_once(self, messages: Sequence[Message], params: GenerationParams, mode: StructuredMode) -> Any:
+        try:
+            response = await self.upstream.client.post(
+                "/chat/completions", json=self._body(messages, params, False, mode)
+            )
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc, self.id) from None
+        if response.status_code >= 400:
+            raise error_from_status(response.status_code, response.content, self.id, _retry_after(response))
+        try:
+            return response.json()
+        except ValueError:
+            raise UpstreamError(f"{self.id}: response is not JSON", provider=self.id) from None
+
+    async def _with_retries(self, call: Any, params: GenerationParams) -> Any:
+        attempt = 0
+        while True:
+            mode = self.upstream.structured
+            try:
+                return await call(mode)
+            except BadUpstreamRequestError:
+                # The backend may not know this response_format; step down once per mode, remember what works.
+                if params.json_schema is None or mode == "none":
+                    raise
+                self.upstream.structured = _FALLBACK[mode]
+                self.supports_json_schema = self.upstream.structured != "none"
+            except (RateLimitedError, UpstreamError, ProviderTimeoutError) as exc:
+                if attempt >= self.upstream.max_retries:
+                    raise
+                attempt += 1
+                delay = min(0.5 * 2 ** (attempt - 1), 8.0)
+                if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+                    delay = min(exc.retry_after, _MAX_RETRY_AFTER)
+                await asyncio.sleep(delay)
+
+    async def stream(self, messages: Sequence[Message], params: GenerationParams) -> AsyncIterator[StreamEvent]:
+        start = time.perf_counter()
+        attempt = 0
+        while True:
+            mode = self.upstream.structured
+            started = False
+            try:
+                async for event in self._stream_once(messages, params, mode, start):
+                    started = True
+                    yield event
+                return
+            except BadUpstreamRequestError:
+                if started or params.json_schema is None or mode == "none":
+                    raise
+                self.upstream.structured = _FALLBACK[mode]
+                self.supports_json_schema = self.upstream.structured != "none"
+            except (RateLimitedError, UpstreamError, ProviderTimeoutError) as exc:
+                if started or attempt >= self.upstream.max_retries:
+                    raise
+                attempt += 1
+                delay = min(0.5 * 2 ** (attempt - 1), 8.0)
+                if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+                    delay = min(exc.retry_after, _MAX_RETRY_AFTER)
+                await asyncio.sleep(delay)
+
+    async def _stream_once(
+        self, messages: Sequence[Message], params: GenerationParams, mode: StructuredMode, start: float
+    ) -> AsyncIterator[StreamEvent]:
+        body = self._body(messages, params, True, mode)
+        parts: list[str] = []
+        tools = _ToolCallAccumulator()
+        usage = Usage()
+        reported_cost: Any = None
+        finish: str | None = None
+        answered_by = self.remote_name
+        ttft: float | None = None
+        try:
+            async with aconnect_sse(self.upstream.client, "POST", "/chat/completions", json=body) as source:
+                response = source.response
+                if response.status_code >= 400:
+                    raw = await response.aread()
+                    raise error_from_status(response.status_code, raw, self.id, _retry_after(response))
+                # httpx-sse already drops comment lines such as ": OPENROUTER PROCESSING".
+                async for sse in source.aiter_sse():
+                    data = sse.data.strip()
+                    if not data:
+                        continue
+                    if data == "[DONE]":
+                        break
+                    try:
+                        chunk = json.loads(data)
+                    except ValueError:
+                        raise UpstreamError(f"{self.id}: malformed stream event", provider=self.id) from None
+                    if chunk.get("error"):
+                        raise UpstreamError(
+                            f"{self.id}: error mid-stream: {_error_message(data.encode(), 'error')}",
+                            provider=self.id,
+                        )
+                    answered_by = str(chunk.get("model") or answered_by)
+                    if chunk.get("usage"):
+                        u = chunk["usage"]
+                        usage = Usage(
+                            prompt_tokens=int(u.get("prompt_tokens") or 0),
+                            completion_tokens=int(u.get("completion_tokens") or 0),
+                        )
+                        reported_cost = u.get("cost", reported_cost)
+                    for choice in chunk.get("choices") or []:
+                        delta = choice.get("delta") or {}
+                        if choice.get("finish_reason"):
+                            finish = choice["finish_reason"]
+                            if finish == "error":
+                                raise UpstreamError(f"{self.id}: stream ended with an error", provider=self.id)
+                        if delta.get("tool_calls"):
+                            tools.add(delta["tool_calls"])
+                        text = delta.get("content")
+                        if text:
+                            if ttft is None:
+                                ttft = time.perf_counter() - start
+                            parts.append(text)
+                            yield Delta(text)
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc, self.id) from None
+        yield Completion(
+            text="".join(parts),
+            finish_reason=finish,
+            usage=usage,
+            cost=self._cost(usage, reported_cost),
+            model=answered_by,
+            latency=time.perf_counter() - start,
+            ttft=ttft,
+            tool_calls=tools.result(),
+        )
+
+
+def _response_format(mode: StructuredMode, schema: dict[str, Any]) -> dict[str, Any]:
+    if mode == "json_schema":
+        return {"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema, "strict": False}}
+    if mode == "json_object_schema":
+        return {"type": "json_object", "schema": schema}
+    return {"type": "json_object"}

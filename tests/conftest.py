@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+
+import pytest
+
+from polyfuse.types import Message
+from polyfuse.testing import Reply, ScriptedModel, label_of
+
+
+def choose_json(labels: Sequence[str], choice: str, agreement: float = 0.5) -> str:
+    return json.dumps(
+        {
+            "scores": {lb: {"score": 9 if lb == choice else 3, "reason": "r"} for lb in labels},
+            "consensus": ["c"],
+            "contradictions": ["d"],
+            "agreement": agreement,
+            "choice": choice,
+        }
+    )
+
+
+def write_json(answer: str, agreement: float = 0.5) -> str:
+    return json.dumps({"scores": {}, "consensus": [], "contradictions": [], "agreement": agreement, "answer": answer})
+
+
+def picker(needle: str, agreement: float = 0.5) -> Callable[[Sequence[Message]], str]:
+    """A judge reply that chooses whichever candidate contains ``needle`` (labels are shuffled)."""
+
+    def fn(messages: Sequence[Message]) -> str:
+        label = label_of(messages, needle)
+        return json.dumps(
+            {"scores": {label: {"score": 9, "reason": "right"}}, "consensus": [], "contradictions": [],
+             "agreement": agreement, "choice": label}
+        )
+
+    return fn
+
+
+@pytest.fixture
+def pool3() -> dict[str, ScriptedModel]:
+    return {
+        "a": ScriptedModel("a", default="Paris"),
+        "b": ScriptedModel("b", default="Paris, France."),
+        "c": ScriptedModel("c", default="Lyon"),
+        "judge": ScriptedModel("judge", default=Reply(fn=picker("France"))),
+    }
