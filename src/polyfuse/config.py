@@ -167,6 +167,22 @@ class Config(_Strict):
         **overrides: Any,
     ) -> FusionRequest:
         """Resolve a preset plus explicit overrides into a validated FusionRequest."""
+        try:
+            return self._build_request(prompt, preset, pool, judge, mode, rounds, system, overrides)
+        except ValidationError as exc:
+            raise ConfigError(_first_error(exc)) from None
+
+    def _build_request(
+        self,
+        prompt: str | Sequence[Message],
+        preset: str | None,
+        pool: str | Sequence[str | MemberSpec] | None,
+        judge: str | None,
+        mode: str | None,
+        rounds: int | None,
+        system: str | None,
+        overrides: dict[str, Any],
+    ) -> FusionRequest:
         p = self.preset(preset)
         if isinstance(prompt, str):
             messages = [Message(role="user", content=prompt)]
@@ -206,7 +222,7 @@ def _config_paths(explicit: str | os.PathLike[str] | None) -> list[Path]:
 
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "top level"
+    where = ".".join(str(p) for p in err["loc"]) or exc.title
     return f"{where}: {err['msg']}"
 
 

@@ -43,6 +43,8 @@ class Message(_Strict):
 class Usage(_Strict):
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    estimated: bool = False  # the upstream reported no usage; counts are estimated from the text
+
 
     @property
     def total_tokens(self) -> int:
@@ -52,6 +54,7 @@ class Usage(_Strict):
         return Usage(
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
+            estimated=self.estimated or other.estimated,
         )
 
 

