@@ -5,8 +5,8 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from polyfuse.types import Message
 from polyfuse.testing import Reply, ScriptedModel, label_of
+from polyfuse.types import Message
 
 
 def choose_json(labels: Sequence[str], choice: str, agreement: float = 0.5) -> str:
@@ -22,7 +22,9 @@ def choose_json(labels: Sequence[str], choice: str, agreement: float = 0.5) -> s
 
 
 def write_json(answer: str, agreement: float = 0.5) -> str:
-    return json.dumps({"scores": {}, "consensus": [], "contradictions": [], "agreement": agreement, "answer": answer})
+    return json.dumps(
+        {"scores": {}, "consensus": [], "contradictions": [], "agreement": agreement, "answer": answer}
+    )
 
 
 def picker(needle: str, agreement: float = 0.5) -> Callable[[Sequence[Message]], str]:
@@ -31,8 +33,13 @@ def picker(needle: str, agreement: float = 0.5) -> Callable[[Sequence[Message]],
     def fn(messages: Sequence[Message]) -> str:
         label = label_of(messages, needle)
         return json.dumps(
-            {"scores": {label: {"score": 9, "reason": "right"}}, "consensus": [], "contradictions": [],
-             "agreement": agreement, "choice": label}
+            {
+                "scores": {label: {"score": 9, "reason": "right"}},
+                "consensus": [],
+                "contradictions": [],
+                "agreement": agreement,
+                "choice": label,
+            }
         )
 
     return fn

@@ -16,8 +16,9 @@ ENV = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
 
 
 def run(*args: str, input: str | None = None, cwd: Path | None = None, env: dict | None = None):
-    return subprocess.run([*POLYFUSE, *args], input=input, capture_output=True, text=True, cwd=cwd,
-                          env=env or ENV, timeout=600)
+    return subprocess.run(
+        [*POLYFUSE, *args], input=input, capture_output=True, text=True, cwd=cwd, env=env or ENV, timeout=600
+    )
 
 
 @pytest.mark.parametrize(
@@ -25,7 +26,10 @@ def run(*args: str, input: str | None = None, cwd: Path | None = None, env: dict
     [
         (["run", ""], "the prompt is empty"),
         (["run", "   "], "the prompt is empty"),
-        (["run", "hi", "--pool", "foo/bar"], "valid prefixes: anthropic, deepseek, gemini, groq, local, ollama"),
+        (
+            ["run", "hi", "--pool", "foo/bar"],
+            "valid prefixes: anthropic, deepseek, gemini, groq, local, ollama",
+        ),
         (["run", "hi", "--pool", "openrouter/openai/gpt-4o"], "OPENROUTER_API_KEY"),
         (["run", "hi", "--pool", ","], "empty pool member"),
         (["run", "hi", "--rounds", "0"], "rounds must be at least 1"),
@@ -76,11 +80,23 @@ def test_models_lists_bundled_prefixes_and_missing_keys():
 
 @pytest.fixture
 def http_project(tmp_path):
-    judge = json.dumps({"scores": {"A": {"score": 9, "reason": "good"}, "B": {"score": 4, "reason": "meh"}},
-                        "consensus": ["greeting"], "contradictions": [], "agreement": 0.8, "choice": "A",
-                        "answer": "Merged greeting."})
-    with FakeUpstream({"a": Behaviour(text="Hello from A.", cost=0.001), "b": Behaviour(text="Hello from B.", cost=0.002),
-                       "judge": Behaviour(text=judge, cost=0.0005)}) as up:
+    judge = json.dumps(
+        {
+            "scores": {"A": {"score": 9, "reason": "good"}, "B": {"score": 4, "reason": "meh"}},
+            "consensus": ["greeting"],
+            "contradictions": [],
+            "agreement": 0.8,
+            "choice": "A",
+            "answer": "Merged greeting.",
+        }
+    )
+    with FakeUpstream(
+        {
+            "a": Behaviour(text="Hello from A.", cost=0.001),
+            "b": Behaviour(text="Hello from B.", cost=0.002),
+            "judge": Behaviour(text=judge, cost=0.0005),
+        }
+    ) as up:
         (tmp_path / "polyfuse.toml").write_text(
             f"""
 default_preset = "team"

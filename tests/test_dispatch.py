@@ -45,7 +45,8 @@ async def test_members_start_at_once(models):
 
 async def test_error_timeout_and_empty_members_are_listed_and_the_run_answers(models):
     result = await fuse(
-        req("scripted/fast,scripted/err,scripted/hang,scripted/empty", member_timeout=0.2), scripted_hub(models)
+        req("scripted/fast,scripted/err,scripted/hang,scripted/empty", member_timeout=0.2),
+        scripted_hub(models),
     )
     assert result.answer == "Paris"
     reasons = {f.member: (f.status, f.reason) for f in result.failed_models}

@@ -9,7 +9,7 @@ from polyfuse import FusionRequest, FusionResult, fuse
 from polyfuse.config import Config
 from polyfuse.errors import BudgetExceededError, ConfigError, UpstreamError
 from polyfuse.fusion.engine import fuse_events
-from polyfuse.testing import Reply, ScriptedModel, label_of, scripted_hub
+from polyfuse.testing import Reply, label_of, scripted_hub
 
 POOL = "scripted/a,scripted/b,scripted/c"
 
@@ -93,7 +93,9 @@ async def test_garbage_judge_gets_one_repair_retry_then_vote_fallback(pool3):
     result = await fuse(req("best-of"), scripted_hub(pool3), on_event=events.append)
     assert len(pool3["judge"].calls) == 2
     repair = pool3["judge"].calls[1][0]
-    assert repair[-2].content == "I think the second one is best!!" and "could not be used" in repair[-1].content
+    assert (
+        repair[-2].content == "I think the second one is best!!" and "could not be used" in repair[-1].content
+    )
     assert result.verdict.judge_failed and "after one repair retry" in result.verdict.failure_reason
     assert result.answer == "Paris" and result.verdict.choice == "scripted/a"
     assert len(result.judge_calls) == 2
@@ -151,10 +153,16 @@ async def test_tool_calls_of_the_chosen_candidate_come_back(pool3):
 
 
 async def test_budget_is_checked_before_dispatch(pool3):
-    cfg = Config.model_validate({"prices": {"scripted/a": {"input": 1000, "output": 1000},
-                                            "scripted/b": {"input": 0, "output": 0},
-                                            "scripted/c": {"input": 0, "output": 0},
-                                            "scripted/judge": {"input": 0, "output": 0}}})
+    cfg = Config.model_validate(
+        {
+            "prices": {
+                "scripted/a": {"input": 1000, "output": 1000},
+                "scripted/b": {"input": 0, "output": 0},
+                "scripted/c": {"input": 0, "output": 0},
+                "scripted/judge": {"input": 0, "output": 0},
+            }
+        }
+    )
     hub = scripted_hub(pool3, cfg)
     with pytest.raises(BudgetExceededError, match="exceeds max_cost"):
         await fuse(req(max_cost=0.01), hub)

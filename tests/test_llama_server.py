@@ -28,14 +28,30 @@ def _free_port() -> int:
 def llama_server(tmp_path_factory):
     port = _free_port()
     log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
-    log = open(log_path, "wb")  # a file, not a pipe: a full pipe would block the server
+    log = open(log_path, "wb")  # noqa: SIM115 - a file, not a pipe: a full pipe would block the server
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_path("smollm2-135m")),
-         "--model_alias", "smollm2", "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
-         "--n_threads", str(os.cpu_count() or 2),
-         # by default a new request interrupts the one in flight; a pool sends several at once
-         "--interrupt_requests", "False"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(bundled_path("smollm2-135m")),
+            "--model_alias",
+            "smollm2",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "2048",
+            "--n_threads",
+            str(os.cpu_count() or 2),
+            # by default a new request interrupts the one in flight; a pool sends several at once
+            "--interrupt_requests",
+            "False",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}/v1"
     deadline = time.time() + 120
@@ -77,7 +93,11 @@ async def test_non_streaming_and_streaming_against_llama_server(llama_server):
 async def test_fusion_over_http_on_a_real_server(llama_server, mode):
     pool = f"{llama_server}#smollm2*2"
     request = FusionRequest.from_prompt(
-        "What is the capital of France?", pool, judge=f"{llama_server}#smollm2", mode=mode, rounds=1,
+        "What is the capital of France?",
+        pool,
+        judge=f"{llama_server}#smollm2",
+        mode=mode,
+        rounds=1,
     )
     request.params.max_tokens = 40
     request.judge_params.max_tokens = 300

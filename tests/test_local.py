@@ -29,16 +29,24 @@ def test_bundled_model_files_are_found():
 
 
 def test_base_prompt_is_a_question_answer_transcript():
-    msgs = [Message(role="system", content="Be brief."), Message(role="user", content="2+2?"),
-            Message(role="assistant", content="4"), Message(role="user", content="Sure?")]
+    msgs = [
+        Message(role="system", content="Be brief."),
+        Message(role="user", content="2+2?"),
+        Message(role="assistant", content="4"),
+        Message(role="user", content="Sure?"),
+    ]
     assert render_base_prompt(msgs) == "Be brief.\n\nQuestion: 2+2?\nAnswer: 4\n\nQuestion: Sure?\nAnswer:"
 
 
 async def test_chat_and_base_models_stream_with_usage(hub):
     for model_id, kind in (("local/smollm2-135m", "chat"), ("local/gemma3-270m", "base")):
         model = hub.model(model_id)
-        events = [e async for e in model.stream([Message(role="user", content=QUESTION)],
-                                                GenerationParams(max_tokens=24))]
+        events = [
+            e
+            async for e in model.stream(
+                [Message(role="user", content=QUESTION)], GenerationParams(max_tokens=24)
+            )
+        ]
         final = events[-1]
         assert model.kind == kind
         assert final.text.strip(), model_id
@@ -52,7 +60,12 @@ async def test_local_judge_decodes_under_the_verdict_grammar(hub):
 
     schema = verdict_schema(["A", "B"], "choose")
     c = await hub.model("local/smollm2-135m").complete(
-        [Message(role="user", content="Compare answer A 'Paris' and answer B 'Lyon' to: capital of France? JSON.")],
+        [
+            Message(
+                role="user",
+                content="Compare answer A 'Paris' and answer B 'Lyon' to: capital of France? JSON.",
+            )
+        ],
         GenerationParams(temperature=0, max_tokens=256, json_schema=schema),
     )
     data = json.loads(c.text)
@@ -82,8 +95,11 @@ async def test_generation_runs_off_the_event_loop_and_stops_when_cancelled(hub):
             ticks += 1
 
     t = asyncio.create_task(ticker())
-    gen_task = asyncio.create_task(model.complete([Message(role="user", content="Write a long story.")],
-                                                  GenerationParams(max_tokens=400)))
+    gen_task = asyncio.create_task(
+        model.complete(
+            [Message(role="user", content="Write a long story.")], GenerationParams(max_tokens=400)
+        )
+    )
     while hub.local_runtime.generating == 0:
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.5)

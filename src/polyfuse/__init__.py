@@ -1,10 +1,10 @@
 """polyfuse: one prompt, a pool of LLMs, a judge, one answer.
 
-    import asyncio, polyfuse
-    config = polyfuse.load_config()
-    request = config.build_request("Why is the sky blue?", preset="local")
-    result = asyncio.run(polyfuse.fuse(request))
-    print(result.answer, result.verdict.choice, result.cost)
+import asyncio, polyfuse
+config = polyfuse.load_config()
+request = config.build_request("Why is the sky blue?", preset="local")
+result = asyncio.run(polyfuse.fuse(request))
+print(result.answer, result.verdict.choice, result.cost)
 """
 
 from __future__ import annotations

@@ -184,10 +184,7 @@ class Config(_Strict):
         overrides: dict[str, Any],
     ) -> FusionRequest:
         p = self.preset(preset)
-        if isinstance(prompt, str):
-            messages = [Message(role="user", content=prompt)]
-        else:
-            messages = list(prompt)
+        messages = [Message(role="user", content=prompt)] if isinstance(prompt, str) else list(prompt)
         if system:
             messages.insert(0, Message(role="system", content=system))
         params = GenerationParams(temperature=p.temperature, max_tokens=p.max_tokens).merged(
@@ -226,7 +223,9 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {err['msg']}"
 
 
-def load_config(path: str | os.PathLike[str] | None = None, *, data: Mapping[str, Any] | None = None) -> Config:
+def load_config(
+    path: str | os.PathLike[str] | None = None, *, data: Mapping[str, Any] | None = None
+) -> Config:
     """Load and validate a Config. ``data`` (already-parsed TOML) skips the file lookup, for tests/embedding."""
     source = None
     if data is None:

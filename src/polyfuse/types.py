@@ -45,7 +45,6 @@ class Usage(_Strict):
     completion_tokens: int = 0
     estimated: bool = False  # the upstream reported no usage; counts are estimated from the text
 
-
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens

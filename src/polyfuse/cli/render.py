@@ -50,8 +50,12 @@ class LiveProgress:
         m = event.member or ""
         if event.type == "member_started":
             self.started[m] = time.perf_counter()
-            self.rows[m] = {"status": f"[yellow]running (round {event.round})", "latency": "", "tokens": "",
-                            "preview": ""}
+            self.rows[m] = {
+                "status": f"[yellow]running (round {event.round})",
+                "latency": "",
+                "tokens": "",
+                "preview": "",
+            }
         elif event.type == "member_delta" and m in self.rows:
             self.rows[m]["preview"] = short(self.rows[m]["preview"] + (event.text or ""), 50)
             self.rows[m]["latency"] = f"{time.perf_counter() - self.started[m]:.1f}s"
@@ -66,7 +70,9 @@ class LiveProgress:
         elif event.type == "judge_started":
             self.judge = f"[yellow]judging ({event.model}, attempt {event.data.get('attempt')})"
         elif event.type == "judge_finished":
-            self.judge = "[green]done" if event.data.get("ok") else f"[red]{short(str(event.data.get('error')), 60)}"
+            self.judge = (
+                "[green]done" if event.data.get("ok") else f"[red]{short(str(event.data.get('error')), 60)}"
+            )
         self.live.update(self._table())
 
 
@@ -105,7 +111,9 @@ def report(result: FusionResult) -> str:
     shown = {c.member for c in result.candidates}
     lines += [f"  [{f.status}] {f.member}: {f.reason}" for f in result.failed_models if f.member not in shown]
     if v.skipped:
-        lines.append(f"verdict: judge skipped, the pool agreed ({result.agreement:.2f}); vote chose {v.choice}")
+        lines.append(
+            f"verdict: judge skipped, the pool agreed ({result.agreement:.2f}); vote chose {v.choice}"
+        )
     elif v.judge_failed:
         lines.append(f"verdict: judge failed ({v.failure_reason}); fell back to vote, chose {v.choice}")
     elif v.judge is None:

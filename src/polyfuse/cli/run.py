@@ -75,7 +75,9 @@ async def _execute(request: FusionRequest, hub: ProviderHub, sink: EventSink | N
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON.")
 @click.option("--stream", is_flag=True, help="Stream the fused answer as it is written.")
 @click.option("--quiet", "-q", is_flag=True, help="Only the answer, no report.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file (default: ./polyfuse.toml).")
+@click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False), help="Config file (default: ./polyfuse.toml)."
+)
 def run(
     prompt: str | None,
     preset: str | None,

@@ -17,7 +17,9 @@ _DEFAULT_OUTPUT = 1024
 _JUDGE_FRAMING = 300  # tokens of judge instructions and fences around the candidates
 
 
-def estimate_cost(request: FusionRequest, hub: ProviderHub, judge_calls: int, member_rounds: int = 1) -> float:
+def estimate_cost(
+    request: FusionRequest, hub: ProviderHub, judge_calls: int, member_rounds: int = 1
+) -> float:
     """Upper-bound estimate in USD: every member writes its max_tokens in every round, the judge reads them all."""
     prompt = estimate_tokens(request.messages)
     total = 0.0

@@ -86,7 +86,11 @@ async def run_member(
         round=round_no,
         tool_calls=final.tool_calls if final else None,
     )
-    emit(FusionEvent("member_finished" if cand.ok else "member_failed", member=spec.id, round=round_no, candidate=cand))
+    emit(
+        FusionEvent(
+            "member_finished" if cand.ok else "member_failed", member=spec.id, round=round_no, candidate=cand
+        )
+    )
     return cand
 
 
@@ -106,8 +110,15 @@ async def dispatch(
     tasks: dict[asyncio.Task[Candidate], MemberSpec] = {}
     for spec in members:
         task = asyncio.create_task(
-            run_member(spec, models[spec.id], messages_for(spec), spec.generation_params(params), timeout,
-                       round_no, emit),
+            run_member(
+                spec,
+                models[spec.id],
+                messages_for(spec),
+                spec.generation_params(params),
+                timeout,
+                round_no,
+                emit,
+            ),
             name=f"polyfuse:{spec.id}",
         )
         tasks[task] = spec

@@ -11,7 +11,16 @@ from dataclasses import dataclass, field
 from ..errors import AllMembersFailedError, ProviderError
 from ..providers.base import ChatModel, Delta, MemberSpec
 from ..providers.registry import ProviderHub
-from ..types import Candidate, Completion, FailedModel, FusionResult, GenerationParams, Message, Usage, Verdict
+from ..types import (
+    Candidate,
+    Completion,
+    FailedModel,
+    FusionResult,
+    GenerationParams,
+    Message,
+    Usage,
+    Verdict,
+)
 from .agreement import vote
 from .budget import check_budget
 from .dispatch import Quorum, dispatch
@@ -98,7 +107,7 @@ class FusionContext:
         schema = verdict_schema(list(ballot.labels), kind, answer_chars)
         params = jp.merged(json_schema=schema)
         messages = judge_messages(self.request.messages, ballot, kind)
-        problem = ""
+        problem = text = ""
         for attempt in (1, 2):
             if attempt == 2:
                 messages = repair_messages(messages, text, problem)
@@ -153,7 +162,9 @@ class FusionContext:
             self.emit(FusionEvent("answer_reset", data={"reason": reason}))
 
 
-def _resolve(request: FusionRequest, hub: ProviderHub, needs_judge: bool) -> tuple[dict[str, ChatModel], ChatModel | None]:
+def _resolve(
+    request: FusionRequest, hub: ProviderHub, needs_judge: bool
+) -> tuple[dict[str, ChatModel], ChatModel | None]:
     models = {spec.id: hub.model(spec.model) for spec in request.pool}
     judge = hub.model(request.judge) if needs_judge and request.judge else None
     return models, judge
@@ -193,11 +204,16 @@ async def fuse(
         emit=emit,
         rng=random.Random(request.shuffle_seed),
     )
-    emit(FusionEvent(
-        "run_started",
-        data={"mode": request.mode, "judge": request.judge if strategy.uses_judge else None,
-              "members": {s.id: s.model for s in request.pool}},
-    ))
+    emit(
+        FusionEvent(
+            "run_started",
+            data={
+                "mode": request.mode,
+                "judge": request.judge if strategy.uses_judge else None,
+                "members": {s.id: s.model for s in request.pool},
+            },
+        )
+    )
     first = await ctx.dispatch(lambda spec: request.messages)
     if not any(c.ok for c in first):
         raise AllMembersFailedError({c.member: c.error or c.status for c in first})
@@ -205,7 +221,9 @@ async def fuse(
     if outcome.verdict.agreement < 0:
         outcome.verdict.agreement = round(vote([c.text for c in outcome.final if c.ok]).agreement, 4)
     emit(FusionEvent("verdict", verdict=outcome.verdict))
-    if outcome.chosen is not None:  # a candidate's text is the answer: stream it now (best-of, vote, fallback)
+    if (
+        outcome.chosen is not None
+    ):  # a candidate's text is the answer: stream it now (best-of, vote, fallback)
         emit(FusionEvent("answer_delta", text=outcome.answer))
     result = _result(ctx, outcome, started)
     emit(FusionEvent("done", result=result))

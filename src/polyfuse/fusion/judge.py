@@ -139,7 +139,10 @@ def judge_messages(request: Sequence[Message], ballot: Ballot, kind: JudgeKind) 
         else "Score each answer, then write the best possible final answer from their strongest parts."
     )
     user = f"REQUEST:\n{_request_text(request)}\n\nANSWERS ({len(labels)}):\n\n{fenced}\n\n{task}\n{keys}"
-    return [Message(role="system", content=_SYSTEM.format(nonce=ballot.nonce)), Message(role="user", content=user)]
+    return [
+        Message(role="system", content=_SYSTEM.format(nonce=ballot.nonce)),
+        Message(role="user", content=user),
+    ]
 
 
 def repair_messages(original: Sequence[Message], bad_output: str, problem: str) -> list[Message]:
@@ -181,7 +184,7 @@ def _extract_json(text: str) -> dict[str, Any]:
         candidates.append(_close_json(text[start:]))
     for cand in candidates:
         try:
-            data = json.loads(cand)
+            data = json.loads(cand, strict=False)  # raw newlines inside strings are common
         except ValueError:
             continue
         if isinstance(data, dict):
@@ -230,13 +233,14 @@ def parse_verdict(text: str, ballot: Ballot, kind: JudgeKind, judge: str) -> Par
     """Parse tolerantly; raise VerdictParseError when no usable choice/answer can be recovered."""
     data = _extract_json(text)
     labels = list(ballot.labels)
-    raw_scores = data.get("scores") if isinstance(data.get("scores"), dict) else {}
+    raw = data.get("scores")
+    raw_scores: dict[str, Any] = raw if isinstance(raw, dict) else {}
     scores: list[CandidateScore] = []
     for key, entry in raw_scores.items():
         label = _norm_label(key, labels)
         if label is None:
             continue
-        value = entry.get("score") if isinstance(entry, dict) else entry
+        value: Any = entry.get("score") if isinstance(entry, dict) else entry
         try:
             score = float(value)
         except (TypeError, ValueError):
@@ -244,8 +248,8 @@ def parse_verdict(text: str, ballot: Ballot, kind: JudgeKind, judge: str) -> Par
         reason = str(entry.get("reason", "")) if isinstance(entry, dict) else ""
         scores.append(CandidateScore(member=ballot.member_of(label), label=label, score=score, reason=reason))
     try:
-        agreement = min(1.0, max(0.0, float(data.get("agreement"))))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+        agreement = min(1.0, max(0.0, float(data["agreement"])))
+    except (KeyError, TypeError, ValueError):
         agreement = -1.0  # filled in by the caller from the measured agreement
     choice_label = _norm_label(data.get("choice"), labels)
     answer: str | None = None

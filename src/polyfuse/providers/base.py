@@ -96,7 +96,9 @@ def _parse_params(model: str, query: str) -> dict[str, Any]:
         try:
             params[key] = caster(raw)
         except ValueError:
-            raise ConfigError(f"member option {key}={raw!r} in '{model}' is not a {caster.__name__}") from None
+            raise ConfigError(
+                f"member option {key}={raw!r} in '{model}' is not a {caster.__name__}"
+            ) from None
     return params
 
 

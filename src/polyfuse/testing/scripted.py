@@ -1,8 +1,8 @@
 """A scripted in-process provider for tests (ours and yours): queued answers, delays, hangs and failures.
 
-    judge = ScriptedModel("judge", [Reply(text='{"choice": "A", ...}')])
-    hub = scripted_hub({"a": ScriptedModel("a", ["Paris"]), "judge": judge})
-    result = await fuse(FusionRequest.from_prompt("Capital of France?", "scripted/a", judge="scripted/judge"), hub)
+judge = ScriptedModel("judge", [Reply(text='{"choice": "A", ...}')])
+hub = scripted_hub({"a": ScriptedModel("a", ["Paris"]), "judge": judge})
+result = await fuse(FusionRequest.from_prompt("Capital of France?", "scripted/a", judge="scripted/judge"), hub)
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ class ScriptedModel(ChatModel):
     name: str
     replies: Iterable[Reply | str] = ()
     default: Reply | str | None = None
-    kind: ModelKind = "chat"  # type: ignore[misc]
-    supports_json_schema: bool = False  # type: ignore[misc]
+    kind: ModelKind = "chat"
+    supports_json_schema: bool = False
     calls: list[tuple[list[Message], GenerationParams]] = field(default_factory=list)
     active: int = 0
     cancelled: int = 0
@@ -65,7 +65,9 @@ class ScriptedModel(ChatModel):
             raise AssertionError(f"{self.id}: no scripted reply left")
         return Reply(text=item) if isinstance(item, str) else item
 
-    async def stream(self, messages: Sequence[Message], params: GenerationParams) -> AsyncIterator[StreamEvent]:
+    async def stream(
+        self, messages: Sequence[Message], params: GenerationParams
+    ) -> AsyncIterator[StreamEvent]:
         reply = self._next()
         self.calls.append((list(messages), params))
         start = time.perf_counter()
@@ -99,7 +101,7 @@ class ScriptedModel(ChatModel):
                 model=self.id,
                 latency=time.perf_counter() - start,
                 ttft=ttft,
-                tool_calls=reply.tool_calls,  # type: ignore[arg-type]
+                tool_calls=reply.tool_calls,
             )
         except asyncio.CancelledError:
             self.cancelled += 1

@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Behaviour", "FakeUpstream"]
+__all__ = ["Behaviour", "FakeUpstream", "serve_forever"]
 
 
 @dataclass
@@ -39,7 +39,9 @@ class Behaviour:
 class FakeUpstream:
     """Start with ``with FakeUpstream({...}) as up: up.base_url``; ``up.requests`` records every body seen."""
 
-    def __init__(self, behaviours: dict[str, Behaviour] | None = None, default: Behaviour | None = None) -> None:
+    def __init__(
+        self, behaviours: dict[str, Behaviour] | None = None, default: Behaviour | None = None
+    ) -> None:
         self.behaviours = behaviours or {}
         self.default = default or Behaviour()
         self.requests: list[dict[str, Any]] = []
@@ -87,7 +89,9 @@ class FakeUpstream:
         try:
             if n < len(b.statuses):
                 headers = [(b"retry-after", b.retry_after.encode())] if b.retry_after else []
-                err = b.error_body or {"error": {"code": b.statuses[n], "message": f"scripted status {b.statuses[n]}"}}
+                err = b.error_body or {
+                    "error": {"code": b.statuses[n], "message": f"scripted status {b.statuses[n]}"}
+                }
                 await _send_json(send, b.statuses[n], err, headers)
                 return
             if b.latency:
@@ -104,8 +108,11 @@ class FakeUpstream:
 
     def _usage(self, request: dict[str, Any], b: Behaviour) -> dict[str, Any]:
         prompt = sum(len(str(m.get("content", "")).split()) for m in request.get("messages", []))
-        usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": len(b.text.split()),
-                                 "total_tokens": prompt + len(b.text.split())}
+        usage: dict[str, Any] = {
+            "prompt_tokens": prompt,
+            "completion_tokens": len(b.text.split()),
+            "total_tokens": prompt + len(b.text.split()),
+        }
         if b.cost is not None:
             usage["cost"] = b.cost
         return usage
@@ -119,32 +126,50 @@ class FakeUpstream:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": b.answered_by or request.get("model"),
-            "choices": [{"index": 0, "message": message,
-                         "finish_reason": "tool_calls" if b.tool_calls else "stop"}],
+            "choices": [
+                {"index": 0, "message": message, "finish_reason": "tool_calls" if b.tool_calls else "stop"}
+            ],
             "usage": self._usage(request, b),
         }
 
     async def _stream(self, send: Any, request: dict[str, Any], b: Behaviour, receive: Any) -> None:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")],
+            }
+        )
         model = b.answered_by or request.get("model")
 
         async def event(data: str) -> None:
-            await send({"type": "http.response.body", "body": f"data: {data}\n\n".encode(), "more_body": True})
+            await send(
+                {"type": "http.response.body", "body": f"data: {data}\n\n".encode(), "more_body": True}
+            )
 
         if b.keepalive:
             for _ in range(2):
-                await send({"type": "http.response.body", "body": b": OPENROUTER PROCESSING\n\n", "more_body": True})
+                await send(
+                    {"type": "http.response.body", "body": b": OPENROUTER PROCESSING\n\n", "more_body": True}
+                )
         size = max(1, -(-len(b.text) // max(1, b.chunks)))
         pieces = [b.text[i : i + size] for i in range(0, len(b.text), size)]
         for i, piece in enumerate(pieces):
-            chunk = {"id": "c", "object": "chat.completion.chunk", "model": model,
-                     "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+            chunk = {
+                "id": "c",
+                "object": "chat.completion.chunk",
+                "model": model,
+                "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+            }
             await event(json.dumps(chunk))
             if b.midstream_error and i == 0:
-                err = {"id": "c", "object": "chat.completion.chunk", "model": model,
-                       "error": {"code": 502, "message": "provider disconnected"},
-                       "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}]}
+                err = {
+                    "id": "c",
+                    "object": "chat.completion.chunk",
+                    "model": model,
+                    "error": {"code": 502, "message": "provider disconnected"},
+                    "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
+                }
                 await event(json.dumps(err))
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
@@ -153,18 +178,39 @@ class FakeUpstream:
                 args = call["function"]["arguments"]
                 half = len(args) // 2
                 for part, first in ((args[:half], True), (args[half:], False)):
-                    delta = {"index": idx, "function": {"arguments": part}}
+                    delta: dict[str, Any] = {"index": idx, "function": {"arguments": part}}
                     if first:
                         delta.update(id=call["id"], type="function")
                         delta["function"]["name"] = call["function"]["name"]
-                    await event(json.dumps({"model": model, "choices": [{"index": 0, "delta": {"tool_calls": [delta]},
-                                                                        "finish_reason": None}]}))
-        final = {"id": "c", "object": "chat.completion.chunk", "model": model,
-                 "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls" if b.tool_calls else "stop"}]}
+                    await event(
+                        json.dumps(
+                            {
+                                "model": model,
+                                "choices": [
+                                    {"index": 0, "delta": {"tool_calls": [delta]}, "finish_reason": None}
+                                ],
+                            }
+                        )
+                    )
+        final: dict[str, Any] = {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "model": model,
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls" if b.tool_calls else "stop"}],
+        }
         await event(json.dumps(final))
         if (request.get("stream_options") or {}).get("include_usage"):
-            await event(json.dumps({"id": "c", "object": "chat.completion.chunk", "model": model, "choices": [],
-                                    "usage": self._usage(request, b)}))
+            await event(
+                json.dumps(
+                    {
+                        "id": "c",
+                        "object": "chat.completion.chunk",
+                        "model": model,
+                        "choices": [],
+                        "usage": self._usage(request, b),
+                    }
+                )
+            )
         await event("[DONE]")
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -174,9 +220,12 @@ class FakeUpstream:
 
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by accepted sockets
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=1)
+        config = uvicorn.Config(
+            self, log_level="warning", lifespan="off", access_log=False, timeout_graceful_shutdown=1
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
         self._thread.start()
@@ -200,8 +249,27 @@ class FakeUpstream:
         self.stop()
 
 
-async def _send_json(send: Any, status: int, data: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _send_json(
+    send: Any, status: int, data: Any, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     body = json.dumps(data).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), *(headers or [])]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), *(headers or [])],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
+
+
+def serve_forever(
+    behaviours: dict[str, Behaviour], port_queue: Any = None, default: Behaviour | None = None
+) -> None:
+    """Run an upstream until the process is killed (benchmarks start it in a separate process, so that its
+    work does not share a GIL with what is being measured). Puts the port on ``port_queue`` once listening."""
+    up = FakeUpstream(behaviours, default).start()
+    if port_queue is not None:
+        port_queue.put(up.port)
+    assert up._thread is not None
+    up._thread.join()

@@ -51,7 +51,9 @@ class Debate(Strategy):
             members = [s for s in ctx.request.pool if s.id in latest]
             snapshot = dict(latest)
 
-            def messages_for(spec: MemberSpec, snapshot: dict[str, Candidate] = snapshot, nonce: str = nonce) -> list[Message]:
+            def messages_for(
+                spec: MemberSpec, snapshot: dict[str, Candidate] = snapshot, nonce: str = nonce
+            ) -> list[Message]:
                 others = [c for m, c in snapshot.items() if m != spec.id]
                 ctx.rng.shuffle(others)
                 return revision_messages(ctx.request.messages, snapshot[spec.id], others, nonce)
