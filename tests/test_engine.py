@@ -194,3 +194,55 @@ def test_label_helper_finds_fenced_candidates():
     msg = Message(role="user", content="<<<ANSWER B 0a1b>>>\nhello\n<<<END ANSWER B 0a1b>>>")
     assert label_of([msg], "hell") == "B"
     assert json.loads(choose_json(["A"], "A"))["choice"] == "A"
+
+
+def _reject_lyon():
+    from polyfuse.types import Check
+
+    async def screen(cands):
+        out = []
+        for c in cands:
+            if not c.ok:
+                out.append(c)
+                continue
+            passed = "Lyon" not in c.text
+            check = Check(name="not-lyon", passed=passed, detail="" if passed else "says Lyon")
+            out.append(
+                c.model_copy(
+                    update={
+                        "checks": [check],
+                        "status": "ok" if passed else "rejected",
+                        "error": None if passed else "check not-lyon failed: says Lyon",
+                    }
+                )
+            )
+        return out
+
+    return screen
+
+
+async def test_screen_rejects_candidates_before_the_judge_sees_them(pool3):
+    pool3["judge"].default = Reply(fn=picker("Paris"))
+    events = []
+    result = await fuse(req(), scripted_hub(pool3), on_event=events.append, screen=_reject_lyon())
+    judge_prompt = pool3["judge"].calls[0][0][1].content
+    assert "Lyon" not in judge_prompt and "Paris, France." in judge_prompt
+    lyon = next(c for c in result.candidates if c.member == "scripted/c")
+    assert lyon.status == "rejected" and lyon.checks[0].detail == "says Lyon"
+    assert any(f.member == "scripted/c" and f.status == "rejected" for f in result.failed_models)
+    assert [e.member for e in events if e.type == "candidate_checked"] == [
+        "scripted/a",
+        "scripted/b",
+        "scripted/c",
+    ]
+
+
+async def test_no_survivors_is_its_own_error_with_the_candidates(pool3):
+    from polyfuse.errors import NoSurvivorsError
+
+    for name in "abc":
+        pool3[name].default = "Lyon"
+    with pytest.raises(NoSurvivorsError) as info:
+        await fuse(req(), scripted_hub(pool3), screen=_reject_lyon())
+    assert [c.status for c in info.value.candidates] == ["rejected"] * 3
+    assert pool3["judge"].calls == []

@@ -16,13 +16,14 @@ from .errors import (
     AllMembersFailedError,
     BudgetExceededError,
     ConfigError,
+    NoSurvivorsError,
     PolyfuseError,
     ProviderError,
     UserError,
 )
 from .fusion import FusionEvent, FusionRequest, fuse, fuse_events, strategy_names
 from .providers import ChatModel, MemberSpec, ProviderHub
-from .types import Candidate, Completion, FusionResult, GenerationParams, Message, Usage, Verdict
+from .types import Candidate, Check, Completion, FusionResult, GenerationParams, Message, Usage, Verdict
 
 __version__ = "0.1.0"
 
@@ -30,6 +31,7 @@ __all__ = [
     "AllMembersFailedError",
     "BudgetExceededError",
     "Candidate",
+    "Check",
     "ChatModel",
     "Completion",
     "Config",
@@ -39,6 +41,7 @@ __all__ = [
     "FusionResult",
     "GenerationParams",
     "MemberSpec",
+    "NoSurvivorsError",
     "Message",
     "PolyfuseError",
     "Preset",

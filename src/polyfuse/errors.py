@@ -6,6 +6,8 @@ message on one line and exit with code 2, never a traceback.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "PolyfuseError",
     "UserError",
@@ -23,6 +25,7 @@ __all__ = [
     "ModelNotAvailableError",
     "FusionError",
     "AllMembersFailedError",
+    "NoSurvivorsError",
 ]
 
 
@@ -116,6 +119,14 @@ class ModelNotAvailableError(ProviderError):
 
 class FusionError(PolyfuseError):
     """The fusion run could not produce an answer."""
+
+
+class NoSurvivorsError(FusionError):
+    """Every answer was rejected by the candidate checks; ``candidates`` holds them with their check results."""
+
+    def __init__(self, candidates: list[Any]) -> None:
+        super().__init__(f"no candidate passed the checks ({len(candidates)} answers rejected)")
+        self.candidates = candidates
 
 
 class AllMembersFailedError(FusionError):

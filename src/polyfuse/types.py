@@ -15,6 +15,7 @@ __all__ = [
     "GenerationParams",
     "Completion",
     "CandidateStatus",
+    "Check",
     "Candidate",
     "CandidateScore",
     "Verdict",
@@ -89,7 +90,16 @@ class Completion(_Strict):
     tool_calls: list[dict[str, Any]] | None = None
 
 
-CandidateStatus = Literal["ok", "failed", "timeout", "cut", "cancelled"]
+CandidateStatus = Literal["ok", "failed", "timeout", "cut", "cancelled", "rejected"]
+
+
+class Check(_Strict):
+    """One execution-grounded check of a candidate (parses, applies, passes tests, ...)."""
+
+    name: str
+    passed: bool
+    detail: str = ""
+    seconds: float = 0.0
 
 
 class Candidate(_Strict):
@@ -106,6 +116,7 @@ class Candidate(_Strict):
     cost: float | None = None
     round: int = 0
     tool_calls: list[dict[str, Any]] | None = None
+    checks: list[Check] = Field(default_factory=list)  # filled by a screen; status "rejected" if one failed
 
     @property
     def ok(self) -> bool:

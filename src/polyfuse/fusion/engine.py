@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from ..errors import AllMembersFailedError, ProviderError
+from ..errors import AllMembersFailedError, NoSurvivorsError, ProviderError
 from ..providers.base import ChatModel, Delta, MemberSpec
 from ..providers.registry import ProviderHub
 from ..types import (
@@ -39,7 +39,11 @@ from .judge import (
 from .request import FusionRequest
 from .strategies import Outcome, get_strategy
 
-__all__ = ["FusionContext", "fuse", "fuse_events"]
+__all__ = ["FusionContext", "Screen", "fuse", "fuse_events"]
+
+# Checks run on a round's candidates before any judge sees them (the code assistant runs code here). It
+# returns the candidates with ``checks`` filled and status "rejected" for those that failed; others untouched.
+Screen = Callable[[list[Candidate]], Awaitable[list[Candidate]]]
 
 
 @dataclass
@@ -51,6 +55,7 @@ class FusionContext:
     judge: ChatModel | None
     emit: EventSink
     rng: random.Random
+    screen: Screen | None = None
     history: list[list[Candidate]] = field(default_factory=list)
     judge_calls: list[Completion] = field(default_factory=list)
     critical_path: float = 0.0
@@ -77,8 +82,15 @@ class FusionContext:
             round_no=round_no,
             emit=self.emit,
         )
-        self.history.append(cands)
         self.critical_path += max((c.latency for c in cands), default=0.0)
+        if self.screen is not None and any(c.ok for c in cands):
+            started = time.perf_counter()
+            cands = await self.screen(cands)
+            self.critical_path += time.perf_counter() - started  # checks are real work, not overhead
+            for c in cands:
+                if c.checks:
+                    self.emit(FusionEvent("candidate_checked", member=c.member, round=round_no, candidate=c))
+        self.history.append(cands)
         return cands
 
     def vote_outcome(self, candidates: Sequence[Candidate], *, judge_failed: str | None = None) -> Outcome:
@@ -186,11 +198,13 @@ async def fuse(
     hub: ProviderHub | None = None,
     *,
     on_event: EventSink | None = None,
+    screen: Screen | None = None,
 ) -> FusionResult:
-    """Run one fusion. Creates (and closes) a default hub when none is given."""
+    """Run one fusion. Creates (and closes) a default hub when none is given. ``screen`` checks each round's
+    candidates before the judge; rejected ones never reach it."""
     if hub is None:
         async with ProviderHub() as own_hub:
-            return await fuse(request, own_hub, on_event=on_event)
+            return await fuse(request, own_hub, on_event=on_event, screen=screen)
     emit = on_event or null_sink
     strategy = get_strategy(request.mode)
     started = time.perf_counter()
@@ -203,6 +217,7 @@ async def fuse(
         judge=judge,
         emit=emit,
         rng=random.Random(request.shuffle_seed),
+        screen=screen,
     )
     emit(
         FusionEvent(
@@ -216,6 +231,8 @@ async def fuse(
     )
     first = await ctx.dispatch(lambda spec: request.messages)
     if not any(c.ok for c in first):
+        if any(c.status == "rejected" for c in first):
+            raise NoSurvivorsError(first)
         raise AllMembersFailedError({c.member: c.error or c.status for c in first})
     outcome = await _run_strategy(ctx, strategy, first)
     if outcome.verdict.agreement < 0:
@@ -279,7 +296,9 @@ def _result(ctx: FusionContext, outcome: Outcome, started: float) -> FusionResul
     )
 
 
-async def fuse_events(request: FusionRequest, hub: ProviderHub | None = None) -> AsyncIterator[FusionEvent]:
+async def fuse_events(
+    request: FusionRequest, hub: ProviderHub | None = None, *, screen: Screen | None = None
+) -> AsyncIterator[FusionEvent]:
     """Run a fusion and yield its events as they happen; the last one is ``done`` (with the result).
 
     Errors are raised from the iterator. Closing the iterator early cancels the run and every upstream call.
@@ -288,7 +307,7 @@ async def fuse_events(request: FusionRequest, hub: ProviderHub | None = None) ->
 
     async def runner() -> None:
         try:
-            await fuse(request, hub, on_event=queue.put_nowait)
+            await fuse(request, hub, on_event=queue.put_nowait, screen=screen)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, re-raised there

@@ -18,6 +18,7 @@ EventType = Literal[
     "member_delta",  # member, round, text
     "member_finished",  # candidate (status ok)
     "member_failed",  # candidate (failed / timeout / cut)
+    "candidate_checked",  # candidate with its checks (status ok, or rejected)
     "judge_started",  # model, data: attempt
     "judge_delta",  # raw judge text as it streams
     "judge_finished",  # model, data: latency, ok
