@@ -1,0 +1,1 @@
+"""Code assistant: sandboxed execution, tasks (completion, generation, transformation, debugging, review)."""
