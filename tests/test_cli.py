@@ -178,3 +178,15 @@ def test_run_on_the_bundled_local_models_prints_answer_candidates_verdict_timing
     err = proc.stderr
     assert "[ok] local/smollm2-135m" in err and "[ok] local/gemma3-270m" in err
     assert "verdict:" in err and "timings: wall" in err
+
+
+def test_config_from_the_user_config_dir(tmp_path):
+    home = tmp_path / "xdg"
+    (home / "polyfuse").mkdir(parents=True)
+    (home / "polyfuse" / "polyfuse.toml").write_text(
+        '[presets.mine]\npool = ["local/smollm2-135m*2"]\nmode = "vote"\ndescription = "from the user dir"\n'
+    )
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    proc = run("models", cwd=elsewhere, env={**ENV, "XDG_CONFIG_HOME": str(home)})
+    assert proc.returncode == 0 and "mine: vote, pool local/smollm2-135m*2" in proc.stdout
