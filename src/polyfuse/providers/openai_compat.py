@@ -131,6 +131,13 @@ def error_from_status(
     return BadUpstreamRequestError(msg, status=status, provider=provider)
 
 
+def _backoff(exc: ProviderError, attempt: int) -> float:
+    """Seconds to wait before retry ``attempt`` (1-based): the upstream's Retry-After when it gave one."""
+    if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+        return float(min(exc.retry_after, _MAX_RETRY_AFTER))
+    return min(0.5 * 2 ** (attempt - 1), 8.0)
+
+
 def _transport_error(exc: BaseException, provider: str) -> ProviderError:
     if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
         return ProviderTimeoutError(f"{provider}: {type(exc).__name__}: timed out", provider=provider)
@@ -266,10 +273,7 @@ class OpenAICompatModel(ChatModel):
                 if not exc.retryable or attempt >= self.upstream.max_retries:
                     raise
                 attempt += 1
-                delay = min(0.5 * 2 ** (attempt - 1), 8.0)
-                if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
-                    delay = min(exc.retry_after, _MAX_RETRY_AFTER)
-                await asyncio.sleep(delay)
+                await asyncio.sleep(_backoff(exc, attempt))
 
     async def stream(
         self, messages: Sequence[Message], params: GenerationParams
@@ -290,10 +294,7 @@ class OpenAICompatModel(ChatModel):
                 if started or not exc.retryable or attempt >= self.upstream.max_retries:
                     raise
                 attempt += 1
-                delay = min(0.5 * 2 ** (attempt - 1), 8.0)
-                if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
-                    delay = min(exc.retry_after, _MAX_RETRY_AFTER)
-                await asyncio.sleep(delay)
+                await asyncio.sleep(_backoff(exc, attempt))
 
     async def _stream_once(
         self, messages: Sequence[Message], params: GenerationParams, mode: StructuredMode, start: float
