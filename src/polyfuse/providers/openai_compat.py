@@ -135,7 +135,7 @@ def _backoff(exc: ProviderError, attempt: int) -> float:
     """Seconds to wait before retry ``attempt`` (1-based): the upstream's Retry-After when it gave one."""
     if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
         return float(min(exc.retry_after, _MAX_RETRY_AFTER))
-    return min(0.5 * 2 ** (attempt - 1), 8.0)
+    return min(0.5 * 2.0 ** (attempt - 1), 8.0)
 
 
 def _transport_error(exc: BaseException, provider: str) -> ProviderError:
