@@ -229,3 +229,21 @@ async def _stream_final(hub, model_id):
     async for event in hub.model(model_id).stream(MSGS, GenerationParams()):
         final = event
     return final
+
+
+async def test_a_parameter_the_backend_rejects_by_name_is_dropped_and_remembered(upstream):
+    upstream.behaviours["reasoner"] = Behaviour(
+        text="fine",
+        statuses=[400],
+        error_body={
+            "error": {"message": "Unsupported value: 'temperature' does not support 0.0", "code": 400}
+        },
+    )
+    async with hub_for(upstream) as hub:
+        model = hub.model("fake/reasoner")
+        first = await model.complete(MSGS, GenerationParams(temperature=0.0, seed=3))
+        second = await _stream_final(hub, "fake/reasoner")
+    assert first.text == second.text == "fine"
+    bodies = [r for r in upstream.requests if r["model"] == "reasoner"]
+    assert bodies[0]["temperature"] == 0.0 and "temperature" not in bodies[1] and bodies[1]["seed"] == 3
+    assert model.dropped == {"temperature"}

@@ -41,6 +41,7 @@ _FALLBACK: dict[StructuredMode, StructuredMode] = {
     "json_object": "none",
 }
 _MAX_RETRY_AFTER = 60.0
+_DROPPABLE = ("temperature", "top_p", "seed", "stop", "stream_options")
 
 
 @dataclass
@@ -179,6 +180,7 @@ class OpenAICompatModel(ChatModel):
         self.upstream = upstream
         self.prices = prices
         self.supports_json_schema = upstream.structured != "none"
+        self.dropped: set[str] = set()  # optional parameters this backend refused
 
     # -- request building -------------------------------------------------------------------------------------
     def _body(
@@ -187,13 +189,14 @@ class OpenAICompatModel(ChatModel):
         body: dict[str, Any] = {"model": self.remote_name, "messages": [m.to_openai() for m in messages]}
         for key in ("temperature", "max_tokens", "top_p", "stop", "seed", "tools", "tool_choice"):
             value = getattr(params, key)
-            if value is not None:
+            if value is not None and key not in self.dropped:
                 body[key] = value
         if params.json_schema is not None and mode != "none":
             body["response_format"] = _response_format(mode, params.json_schema)
         if stream:
             body["stream"] = True
-            body["stream_options"] = {"include_usage": True}
+            if "stream_options" not in self.dropped:
+                body["stream_options"] = {"include_usage": True}
         body.update(self.upstream.extra_body)
         return body
 
@@ -203,15 +206,26 @@ class OpenAICompatModel(ChatModel):
         return self.prices.cost(self.id, usage)
 
     def _step_down(self, exc: ProviderError, params: GenerationParams, mode: StructuredMode) -> bool:
-        """The backend may not know this response_format (a 4xx, or a 500 naming it, as llama_cpp.server
-        answers): step down to the next form and remember it for this upstream."""
-        if params.json_schema is None or mode == "none":
-            return False
-        if not (isinstance(exc, BadUpstreamRequestError) or "response_format" in str(exc)):
-            return False
-        self.upstream.structured = _FALLBACK[mode]
-        self.supports_json_schema = self.upstream.structured != "none"
-        return True
+        """Adapt to what this backend refuses, remember it, and say whether to try again at once:
+        - a response_format it does not know (a 4xx, or a 500 naming it, as llama_cpp.server answers): step
+          down to the next form for this upstream;
+        - an optional parameter it rejects by name (reasoning models refuse temperature, some servers
+          stream_options): stop sending it to this model."""
+        if (
+            params.json_schema is not None
+            and mode != "none"
+            and (isinstance(exc, BadUpstreamRequestError) or "response_format" in str(exc))
+        ):
+            self.upstream.structured = _FALLBACK[mode]
+            self.supports_json_schema = self.upstream.structured != "none"
+            return True
+        if isinstance(exc, BadUpstreamRequestError):
+            message = str(exc)
+            for key in _DROPPABLE:
+                if key in message and key not in self.dropped:
+                    self.dropped.add(key)
+                    return True
+        return False
 
     # -- calls ------------------------------------------------------------------------------------------------
     async def complete(self, messages: Sequence[Message], params: GenerationParams) -> Completion:
