@@ -62,7 +62,7 @@ async def _fusion(
     if not req.stream:
         result = await fuse(fused, state.hub)
         state.finished(result)
-        return json_response(fusion_response(req.model, result, preset))
+        return json_response(fusion_response(req.model, result, preset, state.redact))
     events = fuse_events(fused, state.hub)
     try:  # the first event comes after validation, model resolution and the budget check: errors are 4xx
         first = await anext(events)

@@ -112,6 +112,9 @@ def progress(event: FusionEvent, redact: Redactor) -> bytes:
     cand = data.get("candidate")
     if cand and cand.get("error"):
         cand["error"] = redact(cand["error"])
+    verdict = data.get("verdict")
+    if verdict and verdict.get("failure_reason"):
+        verdict["failure_reason"] = redact(verdict["failure_reason"])
     if event.type in ("judge_finished", "answer_reset") and event.data:
         data["data"] = {k: redact(v) if isinstance(v, str) else v for k, v in event.data.items()}
     return b": polyfuse " + orjson.dumps(data) + b"\n\n"
@@ -160,7 +163,7 @@ async def fusion_stream(
                     yield writer.text(piece)
             elif event.type == "done" and event.result is not None:
                 on_result(event.result)
-                yield _final(writer, event.result, preset, st.reset)
+                yield _final(writer, event.result, preset, st.reset, redact)
             event = await anext(events, None)
     except PolyfuseError as exc:
         yield writer.error(from_library(exc, redact))
@@ -173,7 +176,7 @@ def _answer_pieces(text: str, st: _FusionStreamState, redact: Redactor) -> list[
     tools = st.tools.get(st.chosen or "")
     if tools and answer_content(text, tools) is None:
         return []  # the chosen answer is a tool call: it goes out in the final chunk's delta.tool_calls
-    pieces = words(text) if len(text) > 32 else [text]
+    pieces = words(text)
     if st.withdrawn is not None:
         pieces.insert(0, _WITHDRAWN.format(reason=redact(st.withdrawn)))
         st.withdrawn = None
@@ -181,14 +184,14 @@ def _answer_pieces(text: str, st: _FusionStreamState, redact: Redactor) -> list[
     return pieces
 
 
-def _final(writer: ChunkWriter, result: FusionResult, preset: str, reset: bool) -> bytes:
+def _final(writer: ChunkWriter, result: FusionResult, preset: str, reset: bool, redact: Redactor) -> bytes:
     tools = result.tool_calls
     usage = CompletionUsage.of(result.usage, result.cost if result.cost_known else None)
     return writer.chunk(
         ChunkDelta(tool_calls=_indexed(tools) if tools else None),
         finish_reason="tool_calls" if tools else "stop",
         usage=usage,
-        fusion=fusion_info(result, preset, answer_reset=reset),
+        fusion=fusion_info(result, preset, redact, answer_reset=reset),
     )
 
 

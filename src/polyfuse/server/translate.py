@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..config import Config
@@ -191,7 +192,29 @@ def single_response(model_id: str, completion: Completion) -> ChatCompletion:
     )
 
 
-def fusion_info(result: FusionResult, preset: str, answer_reset: bool = False) -> FusionInfo:
+def _redacted(result: FusionResult, redact: Callable[[str], str]) -> FusionResult:
+    """The result with every error text passed through the redactor (an upstream may echo a key back)."""
+
+    def clean(text: str | None) -> str | None:
+        return None if text is None else redact(text)
+
+    return result.model_copy(
+        update={
+            "candidates": [c.model_copy(update={"error": clean(c.error)}) for c in result.candidates],
+            "failed_models": [
+                f.model_copy(update={"reason": redact(f.reason)}) for f in result.failed_models
+            ],
+            "verdict": result.verdict.model_copy(
+                update={"failure_reason": clean(result.verdict.failure_reason)}
+            ),
+        }
+    )
+
+
+def fusion_info(
+    result: FusionResult, preset: str, redact: Callable[[str], str], answer_reset: bool = False
+) -> FusionInfo:
+    result = _redacted(result, redact)
     return FusionInfo(
         preset=preset,
         mode=result.mode,
@@ -212,7 +235,9 @@ def fusion_info(result: FusionResult, preset: str, answer_reset: bool = False) -
     )
 
 
-def fusion_response(model: str, result: FusionResult, preset: str) -> ChatCompletion:
+def fusion_response(
+    model: str, result: FusionResult, preset: str, redact: Callable[[str], str]
+) -> ChatCompletion:
     tools = result.tool_calls
     return ChatCompletion(
         id=completion_id(),
@@ -225,7 +250,7 @@ def fusion_response(model: str, result: FusionResult, preset: str) -> ChatComple
             )
         ],
         usage=CompletionUsage.of(result.usage, result.cost if result.cost_known else None),
-        fusion=fusion_info(result, preset),
+        fusion=fusion_info(result, preset, redact),
     )
 
 
