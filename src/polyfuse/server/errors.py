@@ -76,7 +76,7 @@ def from_validation(exc: ValidationError) -> ApiError:
     if err["type"] == "model_type" and not where:
         return ApiError(400, "the request body must be a JSON object", code="invalid_type")
     code = "missing_required_parameter" if err["type"] == "missing" else "invalid_value"
-    if err["type"].endswith("_type") or err["type"] in ("string_type", "list_type", "dict_type"):
+    if err["type"].endswith(("_type", "_parsing")):  # e.g. string_type, float_parsing
         code = "invalid_type"
     message = f"{where}: {err['msg']}" if where else str(err["msg"])
     return ApiError(400, message, code=code, param=where or None)
