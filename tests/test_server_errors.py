@@ -8,12 +8,12 @@ import json
 import httpx
 import jsonschema
 import pytest
-from conftest import write_json
-from serverkit import ServerThread
 
+from conftest import write_json
 from polyfuse.config import load_config
 from polyfuse.server.app import create_app
 from polyfuse.testing.upstream import Behaviour, FakeUpstream
+from serverkit import ServerThread
 
 KEY = "test-server-key"
 MSGS = [{"role": "user", "content": "Capital of France?"}]
