@@ -17,12 +17,18 @@ from serverkit import ServerThread
 
 KEY = "test-server-key"
 MSGS = [{"role": "user", "content": "Capital of France?"}]
+CALL = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"city": "Paris"}'}}
+TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
 
 
 @pytest.fixture(scope="module")
 def upstream():
     with FakeUpstream(
-        {"a": Behaviour(text="Paris.", cost=0.001), "judge": Behaviour(text=write_json("Paris, fused."))}
+        {
+            "a": Behaviour(text="Paris.", cost=0.001),
+            "judge": Behaviour(text=write_json("Paris, fused.")),
+            "tools": Behaviour(text="", tool_calls=[CALL]),
+        }
     ) as up:
         yield up
 
@@ -262,3 +268,49 @@ def test_openapi_request_schema_agrees_with_the_server(http, openapi):
         body = BAD_BODIES[case][0]
         assert not schema.is_valid(body), case
         assert post(http, body).status_code == 400
+
+
+# -- tools through the ensemble, and the one place a finished fusion passes --------------------------------------
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_tool_calls_pass_to_members_and_come_back_in_openai_form(http, upstream, stream):
+    body = {
+        "model": "polyfuse/duo",
+        "messages": [{"role": "user", "content": f"Look up Paris ({stream})"}],
+        "tools": TOOLS,
+        "tool_choice": "auto",
+        "stream": stream,
+        "fusion": {"pool": ["up/tools", "up/tools"], "mode": "vote"},
+    }
+    r = post(http, body)
+    assert r.status_code == 200, r.text
+    sent = [b for b in upstream.requests if b["messages"][-1]["content"] == f"Look up Paris ({stream})"]
+    assert len(sent) == 2 and all(b["tools"] == TOOLS and b["tool_choice"] == "auto" for b in sent)
+    if not stream:
+        choice = r.json()["choices"][0]
+        assert choice["finish_reason"] == "tool_calls" and choice["message"]["tool_calls"] == [CALL]
+        assert choice["message"]["content"] is None
+        return
+    chunks = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+    assert not any(c["choices"][0]["delta"].get("content") for c in chunks)  # no "[tool call] ..." text
+    last = chunks[-1]["choices"][0]
+    assert last["finish_reason"] == "tool_calls" and last["delta"]["tool_calls"] == [{"index": 0, **CALL}]
+
+
+def test_every_finished_fusion_reaches_the_result_hook(upstream):
+    seen = []
+    config = load_config(
+        data={
+            "providers": {"up": {"base_url": upstream.base_url, "max_retries": 0}},
+            "presets": {"duo": {"pool": ["up/a", "up/a"], "judge": "up/judge", "mode": "merge"}},
+        }
+    )
+    with ServerThread(create_app(config, env={}, result_hooks=[seen.append])) as srv:
+        for stream in (False, True):
+            r = httpx.post(
+                srv.url + "/v1/chat/completions",
+                json={"model": "polyfuse/duo", "messages": MSGS, "stream": stream},
+            )
+            assert r.status_code == 200
+        httpx.post(srv.url + "/v1/chat/completions", json={"model": "up/a", "messages": MSGS})  # not a fusion
+    assert [res.answer for res in seen] == ["Paris, fused.", "Paris, fused."]
+    assert all(res.mode == "merge" and len(res.candidates) == 2 for res in seen)

@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
+
 from serverkit import ServeProcess
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
