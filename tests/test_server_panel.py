@@ -105,7 +105,7 @@ def test_a_fusion_fills_columns_verdict_and_answer_live(browser, server, tmp_pat
 
 def test_answer_streams_before_the_run_ends(browser, server):
     page = open_panel(browser, server, 1280, 800)
-    page.fill("#prompt", "Name a colour.")
+    page.fill("#prompt", "Write two sentences about the sea.")  # an answer of several words, streamed
     page.fill("#max-tokens", "16")
     # Record every change to the answer while the run is going: several growing states mean it streamed.
     page.evaluate(
