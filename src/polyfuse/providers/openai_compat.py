@@ -12,7 +12,8 @@ import asyncio
 import email.utils
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -31,7 +32,11 @@ from .base import ChatModel, Delta, StreamEvent
 from .pricing import PriceTable, estimate_tokens
 from .sse import iter_sse_data
 
-__all__ = ["Upstream", "OpenAICompatModel", "StructuredMode"]
+__all__ = ["Upstream", "OpenAICompatModel", "StructuredMode", "request_headers"]
+
+# Extra headers for the calls made in the current context (task): the server forwards its hop count this way
+# (a recursion guard) without touching the shared sessions. Tasks copy the context, so it reaches the pool.
+request_headers: ContextVar[Mapping[str, str] | None] = ContextVar("polyfuse_request_headers", default=None)
 
 # How to ask for JSON output: OpenAI's json_schema, llama.cpp's json_object+schema, plain json_object, none.
 StructuredMode = Literal["json_schema", "json_object_schema", "json_object", "none"]
@@ -263,7 +268,9 @@ class OpenAICompatModel(ChatModel):
         up = self.upstream
         try:
             async with up.session.post(
-                up.url("/chat/completions"), json=self._body(messages, params, False, mode)
+                up.url("/chat/completions"),
+                json=self._body(messages, params, False, mode),
+                headers=request_headers.get(),
             ) as r:
                 raw = await r.read()
                 if r.status >= 400:
@@ -323,7 +330,9 @@ class OpenAICompatModel(ChatModel):
         ttft: float | None = None
         up = self.upstream
         try:
-            async with up.session.post(up.url("/chat/completions"), json=body) as response:
+            async with up.session.post(
+                up.url("/chat/completions"), json=body, headers=request_headers.get()
+            ) as response:
                 if response.status >= 400:
                     raw = await response.read()
                     raise error_from_status(response.status, raw, self.id, _retry_after(response.headers))

@@ -94,8 +94,9 @@ class FakeUpstream:
                 }
                 await _send_json(send, b.statuses[n], err, headers)
                 return
-            if b.latency:
-                await asyncio.sleep(b.latency)
+            if b.latency and await _disconnected_within(b.latency, receive):
+                self.disconnects += 1  # the client gave up while we were "thinking"
+                return
             if request.get("stream"):
                 await self._stream(send, request, b, receive)
             else:
@@ -247,6 +248,22 @@ class FakeUpstream:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+async def _disconnected_within(seconds: float, receive: Any) -> bool:
+    """Sleep ``seconds`` unless the client disconnects first (then True): lets tests see cancellations."""
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    sleeper = asyncio.ensure_future(asyncio.sleep(seconds))
+    watcher = asyncio.ensure_future(watch())
+    done, pending = await asyncio.wait((sleeper, watcher), return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    return watcher in done
 
 
 async def _send_json(

@@ -1,0 +1,244 @@
+"""The ASGI application: lifespan (one ProviderHub per worker), auth, the recursion guard, the body limit,
+routing by (method, path), error rendering, the web panel's static files and /openapi.json."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+
+from ..config import Config, load_config
+from ..errors import PolyfuseError, ProviderError
+from ..providers.local import BUNDLED
+from ..providers.openai_compat import request_headers
+from ..providers.registry import HOSTED_PRESETS, ProviderHub
+from ..types import FusionResult
+from . import routes
+from .asgi import (
+    ClientGone,
+    JSONResponse,
+    Receive,
+    Request,
+    Response,
+    Scope,
+    Send,
+    encode,
+    until_disconnect,
+)
+from .errors import ApiError, Redactor, from_library
+from .openapi import openapi_document
+from .schemas import PresetInfo
+from .settings import DEPTH_HEADER, ServerSettings
+
+__all__ = ["ServerApp", "ServerState", "create_app", "app_from_env", "CONFIG_ENV"]
+
+log = logging.getLogger("polyfuse.server")
+
+CONFIG_ENV = "POLYFUSE_SERVER_CONFIG"  # config path handed to worker processes by `polyfuse serve`
+Handler = Callable[["ServerState", Request, bytes], Awaitable[Response]]
+ResultHook = Callable[[FusionResult], None]
+
+_STATIC_TYPES = {
+    ".html": b"text/html; charset=utf-8",
+    ".css": b"text/css; charset=utf-8",
+    ".js": b"text/javascript; charset=utf-8",
+    ".svg": b"image/svg+xml",
+}
+
+
+@dataclass
+class ServerState:
+    """What the handlers share: config, settings, the hub, the redactor and the finished-run hook."""
+
+    config: Config
+    hub: ProviderHub
+    redact: Redactor
+    result_hooks: list[ResultHook] = field(default_factory=list)
+
+    @property
+    def settings(self) -> ServerSettings:
+        return self.config.server
+
+    def finished(self, result: FusionResult) -> None:
+        """The one place where every finished fusion (streamed or not) passes: hook a run log here."""
+        for hook in self.result_hooks:
+            hook(result)
+
+    def fell_back(self, model_id: str, exc: ProviderError) -> ProviderError:
+        log.warning("model %s failed, trying the next fallback: %s", model_id, self.redact(str(exc)))
+        return exc
+
+    def presets(self) -> dict[str, PresetInfo]:
+        return {
+            name: PresetInfo(
+                description=p.description,
+                pool=[s.model if s.id == s.model else s.id for s in p.member_specs()],
+                judge=p.judge,
+                mode=p.mode,
+                rounds=p.rounds,
+            )
+            for name, p in self.config.all_presets().items()
+        }
+
+    def models(self) -> list[str]:
+        """Single-model ids worth offering: bundled and aliased local models, preset members, [server] models."""
+        seen = dict.fromkeys(f"local/{n}" for n in [*BUNDLED, *self.config.local.models])
+        for p in self.config.all_presets().values():
+            seen.update(dict.fromkeys(s.model for s in p.member_specs()))
+            if p.judge:
+                seen[p.judge] = None
+        seen.update(dict.fromkeys(self.settings.models))
+        return list(seen)
+
+
+def _secrets(config: Config, hub: ProviderHub, server_keys: frozenset[str]) -> list[str]:
+    keys = [hub.key_for(prefix)[0] for prefix in {*HOSTED_PRESETS, *config.providers}]
+    return [k for k in [*keys, *server_keys] if k]
+
+
+class ServerApp:
+    """``ServerApp(config)`` is an ASGI app; pass ``hub`` to share one (tests), else one is made per worker."""
+
+    def __init__(
+        self, config: Config, hub: ProviderHub | None = None, env: Mapping[str, str] | None = None
+    ) -> None:
+        hub = hub or ProviderHub(config, env=env)
+        self.keys = config.server.keys(env)
+        self.state = ServerState(config, hub, Redactor(_secrets(config, hub, self.keys)))
+        self.routes: dict[tuple[str, str], Handler] = {
+            ("POST", "/v1/chat/completions"): routes.chat_completions,
+            ("GET", "/v1/models"): routes.list_models,
+            ("GET", "/v1/fusion/config"): routes.panel_config,
+            ("GET", "/health"): routes.health,
+        }
+        self.static = _load_static()
+        self.openapi = encode(openapi_document())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.state.hub.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        handler = self.routes.get((request.method, request.path))
+        if handler is None:
+            await self._unrouted(request).send_to(send)
+            return
+        try:
+            self._guard(request)
+            body = await request.body(self.state.settings.max_body_bytes) if request.method == "POST" else b""
+        except ApiError as exc:
+            await _error(exc).send_to(send)
+            return
+        except ClientGone:
+            return
+        if request.method == "GET":
+            await (await handler(self.state, request, body)).send_to(send)
+            return
+        await until_disconnect(receive, self._respond(handler, request, body, send))
+
+    async def _respond(self, handler: Handler, request: Request, body: bytes, send: Send) -> None:
+        depth = int(request.headers.get(DEPTH_HEADER, "0"))
+        request_headers.set(
+            {DEPTH_HEADER: str(depth + 1)}
+        )  # this task's context: calls made for this request
+        try:
+            response = await handler(self.state, request, body)
+        except ApiError as exc:
+            response = _error(exc)
+        except PolyfuseError as exc:
+            err = from_library(exc, self.state.redact)
+            if err.status >= 500:
+                log.warning("%s %s: %s", request.method, request.path, err.message)
+            response = _error(err)
+        await response.send_to(send)
+
+    def _guard(self, request: Request) -> None:
+        """Auth for /v1 routes when keys are configured; refuse requests that looped through polyfuse."""
+        if self.keys and request.path.startswith("/v1/"):
+            auth = request.headers.get("authorization", "")
+            scheme, _, token = auth.partition(" ")
+            if scheme.lower() != "bearer" or not any(
+                hmac.compare_digest(token.strip().encode(), k.encode()) for k in self.keys
+            ):
+                raise ApiError(
+                    401,
+                    "missing or invalid API key: send 'Authorization: Bearer <key>'",
+                    "authentication_error",
+                    "invalid_api_key",
+                )
+        raw = request.headers.get(DEPTH_HEADER)
+        if raw is None:
+            return
+        if not raw.strip().isdigit():
+            raise ApiError(400, f"{DEPTH_HEADER} must be a non-negative integer", param=DEPTH_HEADER)
+        if int(raw) > self.state.settings.max_depth:
+            raise ApiError(
+                400,
+                f"recursion guard: this request already passed through polyfuse {int(raw)} times "
+                f"(limit {self.state.settings.max_depth}); a model id probably points back at a polyfuse server",
+                code="recursion_limit",
+            )
+
+    def _unrouted(self, request: Request) -> JSONResponse:
+        path = request.path
+        if request.method in ("GET", "HEAD"):
+            if path == "/openapi.json":
+                return JSONResponse(self.openapi)
+            static = self.static.get("index.html" if path == "/" else path.removeprefix("/static/"))
+            if static is not None and (path == "/" or path.startswith("/static/")):
+                return JSONResponse(static[0], content_type=static[1])
+        if any(p == path for _, p in self.routes):
+            allowed = ", ".join(m for m, p in self.routes if p == path)
+            return _error(
+                ApiError(
+                    405,
+                    f"method {request.method} not allowed on {path}; use {allowed}",
+                    code="method_not_allowed",
+                )
+            )
+        return _error(ApiError(404, f"no route {request.method} {path}", code="not_found"))
+
+
+def _error(exc: ApiError) -> JSONResponse:
+    return JSONResponse(encode(exc.body()), exc.status)
+
+
+def _load_static() -> dict[str, tuple[bytes, bytes]]:
+    out = {}
+    for item in resources.files(__package__).joinpath("static").iterdir():
+        suffix = "." + item.name.rsplit(".", 1)[-1]
+        if item.is_file() and suffix in _STATIC_TYPES:
+            out[item.name] = (item.read_bytes(), _STATIC_TYPES[suffix])
+    return out
+
+
+def create_app(
+    config: Config | None = None,
+    hub: ProviderHub | None = None,
+    env: Mapping[str, str] | None = None,
+    result_hooks: list[ResultHook] | None = None,
+) -> ServerApp:
+    app = ServerApp(config or load_config(), hub, env)
+    app.state.result_hooks.extend(result_hooks or [])
+    return app
+
+
+def app_from_env() -> ServerApp:
+    """Factory for uvicorn workers: the config path comes from ``POLYFUSE_SERVER_CONFIG`` (set by serve)."""
+    return create_app(load_config(os.environ.get(CONFIG_ENV) or None))

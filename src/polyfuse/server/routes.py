@@ -1,0 +1,141 @@
+"""Route handlers: HTTP <-> library calls, nothing more. Each takes the server state and the parsed request
+and returns a response; errors are raised (ApiError or the library's typed errors) and rendered by the app."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from .. import __version__
+from ..errors import ProviderError
+from ..fusion.engine import fuse, fuse_events
+from ..fusion.strategies import strategy_names
+from ..providers.base import ChatModel, StreamEvent
+from .asgi import JSONResponse, Request, StreamResponse, json_response
+from .errors import ApiError, from_validation
+from .schemas import ChatCompletionRequest, Health, ModelCard, ModelList, PanelConfig
+from .streaming import ChunkWriter, aclose, fusion_stream, single_stream
+from .translate import (
+    PRESET_PREFIX,
+    fusion_request,
+    fusion_response,
+    generation_params,
+    preset_name,
+    single_response,
+    to_messages,
+)
+
+if TYPE_CHECKING:
+    from .app import ServerState
+
+__all__ = ["chat_completions", "list_models", "panel_config", "health"]
+
+
+def parse(body: bytes) -> ChatCompletionRequest:
+    try:
+        return ChatCompletionRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise from_validation(exc) from None
+
+
+async def chat_completions(
+    state: ServerState, request: Request, body: bytes
+) -> JSONResponse | StreamResponse:
+    req = parse(body)
+    preset = preset_name(req.model, state.config)
+    if preset is not None:
+        return await _fusion(state, req, preset)
+    if req.fusion is not None:
+        raise ApiError(
+            400, f"'fusion' options need a {PRESET_PREFIX}/<preset> model, not '{req.model}'", param="fusion"
+        )
+    return await _single(state, req)
+
+
+async def _fusion(
+    state: ServerState, req: ChatCompletionRequest, preset: str
+) -> JSONResponse | StreamResponse:
+    if req.models:
+        raise ApiError(400, "a 'models' fallback list takes single model ids, not a preset", param="models")
+    fused = fusion_request(state.config, state.settings, req, preset)
+    if not req.stream:
+        result = await fuse(fused, state.hub)
+        state.finished(result)
+        return json_response(fusion_response(req.model, result, preset, state.redact))
+    events = fuse_events(fused, state.hub)
+    try:  # the first event comes after validation, model resolution and the budget check: errors are 4xx
+        first = await anext(events)
+    except BaseException:
+        await aclose(events)
+        raise
+    level = req.fusion.progress if req.fusion else "status"
+    body = fusion_stream(
+        events,
+        first,
+        ChunkWriter(req.model),
+        preset=preset,
+        level=level,
+        redact=state.redact,
+        on_result=state.finished,
+    )
+    return StreamResponse(body)
+
+
+def _routes(state: ServerState, req: ChatCompletionRequest) -> list[tuple[str, ChatModel]]:
+    """The model and its fallbacks (OpenRouter's ``models``), each resolved up front: an unknown id is a 404."""
+    ids = [req.model, *(m for m in req.models or [] if m != req.model)]
+    for model_id in ids:
+        if preset_name(model_id, state.config) is not None:
+            raise ApiError(
+                400, "a 'models' fallback list takes single model ids, not a preset", param="models"
+            )
+    return [(model_id, state.hub.model(model_id)) for model_id in ids]
+
+
+async def _single(state: ServerState, req: ChatCompletionRequest) -> JSONResponse | StreamResponse:
+    routes = _routes(state, req)
+    messages, params = to_messages(req), generation_params(req)
+    error: ProviderError | None = None
+    for model_id, model in routes:
+        if not req.stream:
+            try:
+                return json_response(single_response(model_id, await model.complete(messages, params)))
+            except ProviderError as exc:
+                error = state.fell_back(model_id, exc)
+                continue
+        events = model.stream(messages, params)
+        try:  # fall back only while nothing has been sent
+            first: StreamEvent = await anext(events)
+        except ProviderError as exc:
+            await aclose(events)
+            error = state.fell_back(model_id, exc)
+            continue
+        return StreamResponse(single_stream(events, first, ChunkWriter(model_id), state.redact))
+    assert error is not None
+    raise error
+
+
+async def list_models(state: ServerState, request: Request, body: bytes) -> JSONResponse:
+    cards = [
+        ModelCard(id=f"{PRESET_PREFIX}/{name}", owned_by=PRESET_PREFIX, preset=info)
+        for name, info in state.presets().items()
+    ]
+    cards += [ModelCard(id=m, owned_by=m.split("/", 1)[0]) for m in state.models()]
+    return json_response(ModelList(data=cards))
+
+
+async def panel_config(state: ServerState, request: Request, body: bytes) -> JSONResponse:
+    return json_response(
+        PanelConfig(
+            default_preset=state.config.default_preset,
+            presets=state.presets(),
+            models=state.models(),
+            modes=strategy_names(),
+            max_pool_members=state.settings.max_pool_members,
+        )
+    )
+
+
+async def health(state: ServerState, request: Request, body: bytes) -> JSONResponse:
+    return json_response(Health(version=__version__))
