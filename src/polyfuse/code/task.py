@@ -6,7 +6,8 @@ passed. ``CodeEnv.fuse`` is the single place a code task calls the engine, so th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,16 +15,26 @@ from typing import Any
 from ..config import Config
 from ..errors import ConfigError, InvalidRequestError, NoSurvivorsError
 from ..fusion.engine import Adapt, fuse
+from ..providers.base import ChatModel, MemberSpec, StreamEvent
 from ..fusion.events import EventSink
 from ..fusion.request import FusionRequest
 from ..providers.registry import ProviderHub
 from ..fusion.events import FusionEvent
-from ..types import FusionResult, Message
+from ..types import FusionResult, GenerationParams, Message
 from .checks import CheckSuite
 from .redact import Redactor, is_remote_model
 from .settings import CodeSettings
 
-__all__ = ["CodeEnv", "TaskResult", "CODE_MODES", "check_range", "language_of"]
+__all__ = [
+    "CodeEnv",
+    "TaskResult",
+    "CODE_MODES",
+    "RawAdapter",
+    "check_range",
+    "extract_code",
+    "language_of",
+    "raw_for_base",
+]
 
 CODE_MODES = ("best-of", "vote")
 
@@ -145,3 +156,35 @@ def language_of(path: Path) -> str:
         ".cpp": "cpp",
         ".sh": "bash",
     }.get(path.suffix, path.suffix.lstrip(".") or "text")
+
+
+_FENCE = re.compile(r"```[\w+#.-]*[ \t]*\n(.*?)(?:\n```|$)", re.S)
+
+
+def extract_code(text: str) -> str:
+    """The code in a model's answer: the longest fenced block, else the whole answer."""
+    blocks = _FENCE.findall(text)
+    code = max(blocks, key=len) if blocks else text
+    return code.strip("\n") + "\n"
+
+
+class RawAdapter(ChatModel):
+    """A base model given a raw prompt to continue (a chat transcript would make it chat, badly)."""
+
+    def __init__(self, inner: ChatModel, prompt: str, stops: Sequence[str]) -> None:
+        self.inner, self.prompt, self.stops = inner, prompt, list(stops)
+        self.id, self.kind = inner.id, inner.kind
+
+    def stream(self, messages: Sequence[Message], params: GenerationParams) -> AsyncIterator[StreamEvent]:
+        return self.inner.stream_text(self.prompt, params.merged(stop=[*(params.stop or []), *self.stops]))
+
+
+def raw_for_base(prompt: str, stops: Sequence[str]) -> Adapt:
+    """An adapt hook: base models that take raw prompts continue ``prompt``; chat models keep the chat."""
+
+    def adapt(spec: MemberSpec, model: ChatModel) -> ChatModel:
+        if model.kind == "base" and model.supports_text_completion:
+            return RawAdapter(model, prompt, stops)
+        return model
+
+    return adapt
