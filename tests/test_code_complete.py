@@ -35,9 +35,10 @@ async def test_syntax_error_and_failing_examples_are_eliminated_before_the_judge
         "broken": ScriptedModel("broken", default="```python\nreturn a +* b\n```"),
         "wrong": ScriptedModel("wrong", default="```python\nreturn a - b\n```"),
         "right": ScriptedModel("right", default="```python\nreturn a + b\n```"),
+        "also": ScriptedModel("also", default="```python\nreturn b + a\n```"),
         "judge": ScriptedModel("judge", default=Reply(fn=picker("a + b"))),
     }
-    env = make_env(models, ["broken", "wrong", "right"])
+    env = make_env(models, ["broken", "wrong", "right", "also"])
     result = await complete(env, f, 7, 5)
     assert result.insertion == "return a + b"
     cands = {c.member: c for c in result.fusion.candidates}
@@ -48,7 +49,8 @@ async def test_syntax_error_and_failing_examples_are_eliminated_before_the_judge
     assert "0/1 examples passed" in cands["scripted/wrong"].checks[-1].detail
     assert cands["scripted/right"].ok and [k.name for k in cands["scripted/right"].checks] == ["parses", "examples"]
     judge_prompt = models["judge"].calls[0][0][-1].content
-    assert "a + b" in judge_prompt and "a - b" not in judge_prompt and "+* b" not in judge_prompt
+    assert "a + b" in judge_prompt and "b + a" in judge_prompt
+    assert "a - b" not in judge_prompt and "+* b" not in judge_prompt
     assert f.read_text() == SOURCE  # completion never writes
 
 
@@ -100,3 +102,15 @@ async def test_cursor_outside_the_file_is_a_user_error(tmp_path, line, col, mess
     env = make_env({"a": ScriptedModel("a"), "judge": ScriptedModel("judge")}, ["a"])
     with pytest.raises(InvalidRequestError, match=message):
         await complete(env, f, line, col)
+
+
+async def test_a_single_survivor_wins_without_a_judge_call(tmp_path):
+    f = _write(tmp_path)
+    models = {
+        "wrong": ScriptedModel("wrong", default="return a * b"),
+        "right": ScriptedModel("right", default="return a + b"),
+        "judge": ScriptedModel("judge", default="{}"),
+    }
+    result = await complete(make_env(models, ["wrong", "right"]), f, 7, 5)
+    assert result.insertion == "return a + b" and result.fusion.verdict.skipped
+    assert models["judge"].calls == []

@@ -33,10 +33,11 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from . import models, run
+    from . import code, models, run
 
     cli.add_command(run.run)
     cli.add_command(models.models)
+    cli.add_command(code.code)
 
 
 _register()

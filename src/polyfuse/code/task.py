@@ -24,6 +24,7 @@ from ..types import FusionResult, GenerationParams, Message
 from .checks import CheckSuite
 from .redact import Redactor, is_remote_model
 from .settings import CodeSettings
+from .strategy import CheckedBestOf
 
 __all__ = [
     "CodeEnv",
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 CODE_MODES = ("best-of", "vote")
+_STRATEGY = {"best-of": CheckedBestOf.name, "vote": "vote"}  # best-of here ranks the checks' survivors
 
 
 @dataclass
@@ -79,7 +81,7 @@ class CodeEnv:
             preset=s.preset,
             pool=s.pool,
             judge=s.judge,
-            mode=self.mode,
+            mode=_STRATEGY[self.mode],
             temperature=s.temperature,
             **overrides,
         )
