@@ -33,11 +33,12 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from . import code, models, run
+    from . import code, lsp, models, run
 
     cli.add_command(run.run)
     cli.add_command(models.models)
     cli.add_command(code.code)
+    cli.add_command(lsp.lsp)
 
 
 _register()
