@@ -15,7 +15,9 @@ ENV = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
 
 
 def run(*args: str, cwd: Path, input: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*POLYFUSE, *args], cwd=cwd, input=input, capture_output=True, text=True, env=ENV, timeout=900)
+    return subprocess.run(
+        [*POLYFUSE, *args], cwd=cwd, input=input, capture_output=True, text=True, env=ENV, timeout=900
+    )
 
 
 @pytest.fixture
@@ -36,7 +38,10 @@ def project(tmp_path):
         (["transform", "m.py", "add types", "--range", "x"], "--range must be START:END"),
         (["transform", "missing.py", "add types"], "file missing.py does not exist"),
         (["transform", "m.py", "add types", "--apply", "--range", "0:1"], "range 0:1 is outside"),
-        (["debug", "--cmd", "definitely-not-a-command-xyz --flag"], "command not found: definitely-not-a-command-xyz"),
+        (
+            ["debug", "--cmd", "definitely-not-a-command-xyz --flag"],
+            "command not found: definitely-not-a-command-xyz",
+        ),
         (["tests", "m.py", "--function", "ghost"], "no function or class 'ghost'"),
         (["generate", "  "], "the description is empty"),
         (["complete", "m.py", "--line", "1", "--col", "1", "--pool", "nope/x"], "unknown provider prefix"),
@@ -68,9 +73,15 @@ LOCAL = ["--preset", "local"]
 
 @pytest.mark.local
 def test_complete_on_the_bundled_models_reports_each_candidates_checks(project):
-    (project / "mathx.py").write_text('def add(a, b):\n    """Add.\n\n    >>> add(2, 3)\n    5\n    """\n    \n')
+    (project / "mathx.py").write_text(
+        'def add(a, b):\n    """Add.\n\n    >>> add(2, 3)\n    5\n    """\n    \n'
+    )
     proc = run("complete", "mathx.py", "--line", "7", "--col", "5", *LOCAL, cwd=project)
-    assert "checks:" in proc.stderr and "local/smollm2-135m" in proc.stderr and "local/gemma3-270m" in proc.stderr
+    assert (
+        "checks:" in proc.stderr
+        and "local/smollm2-135m" in proc.stderr
+        and "local/gemma3-270m" in proc.stderr
+    )
     if proc.returncode == 0:
         assert proc.stdout.strip() and "examples ok (1/1 examples passed)" in proc.stderr
     else:  # nothing passed: the user is told, with the best failing candidate

@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from codehelp import make_env
+from conftest import picker
 from polyfuse.code.complete import complete
 from polyfuse.errors import InvalidRequestError, NoSurvivorsError
 from polyfuse.testing import Reply, ScriptedModel
-from conftest import picker
-from codehelp import make_env
 
-SOURCE = '''def add(a, b):
-    """Add two numbers.
-
-    >>> add(2, 3)
-    5
-    """
-    
-
-print("done")
-'''
+SOURCE = (
+    'def add(a, b):\n    """Add two numbers.\n\n    >>> add(2, 3)\n    5\n    """\n    \n\nprint("done")\n'
+)
 
 
 def _write(tmp_path, text=SOURCE):
@@ -43,11 +36,16 @@ async def test_syntax_error_and_failing_examples_are_eliminated_before_the_judge
     assert result.insertion == "return a + b"
     cands = {c.member: c for c in result.fusion.candidates}
     assert cands["scripted/broken"].status == "rejected"
-    assert cands["scripted/broken"].checks[0].name == "parses" and not cands["scripted/broken"].checks[0].passed
+    assert (
+        cands["scripted/broken"].checks[0].name == "parses" and not cands["scripted/broken"].checks[0].passed
+    )
     assert cands["scripted/wrong"].status == "rejected"
     assert cands["scripted/wrong"].checks[-1].name == "examples"
     assert "0/1 examples passed" in cands["scripted/wrong"].checks[-1].detail
-    assert cands["scripted/right"].ok and [k.name for k in cands["scripted/right"].checks] == ["parses", "examples"]
+    assert cands["scripted/right"].ok and [k.name for k in cands["scripted/right"].checks] == [
+        "parses",
+        "examples",
+    ]
     judge_prompt = models["judge"].calls[0][0][-1].content
     assert "a + b" in judge_prompt and "b + a" in judge_prompt
     assert "a - b" not in judge_prompt and "+* b" not in judge_prompt
@@ -56,7 +54,10 @@ async def test_syntax_error_and_failing_examples_are_eliminated_before_the_judge
 
 async def test_chat_members_get_the_hole_filling_prompt(tmp_path):
     f = _write(tmp_path)
-    models = {"a": ScriptedModel("a", default="return a + b"), "judge": ScriptedModel("judge", default=Reply(fn=picker("a + b")))}
+    models = {
+        "a": ScriptedModel("a", default="return a + b"),
+        "judge": ScriptedModel("judge", default=Reply(fn=picker("a + b"))),
+    }
     env = make_env(models, ["a"])
     await complete(env, f, 7, 5)
     sent = models["a"].calls[0][0][-1].content
@@ -96,7 +97,9 @@ async def test_fast_path_returns_the_first_good_candidate_and_refines_later(tmp_
     assert refined.insertion == "return b + a" and refined.fusion.verdict.choice == "scripted/slow"
 
 
-@pytest.mark.parametrize("line, col, message", [(99, 1, "line 99 is outside"), (1, 80, "column 80 is outside")])
+@pytest.mark.parametrize(
+    "line, col, message", [(99, 1, "line 99 is outside"), (1, 80, "column 80 is outside")]
+)
 async def test_cursor_outside_the_file_is_a_user_error(tmp_path, line, col, message):
     f = _write(tmp_path)
     env = make_env({"a": ScriptedModel("a"), "judge": ScriptedModel("judge")}, ["a"])

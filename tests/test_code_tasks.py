@@ -129,8 +129,11 @@ async def test_secret_in_context_never_reaches_a_remote_provider(tmp_path):
 async def test_generate_prefers_the_candidate_that_passes_its_docstring_examples(tmp_path):
     good = '```python\ndef square(n):\n    """\n    >>> square(3)\n    9\n    """\n    return n * n\n```'
     bad = '```python\ndef square(n):\n    """\n    >>> square(3)\n    9\n    """\n    return n + n\n```'
-    models = {"good": ScriptedModel("good", default=good), "bad": ScriptedModel("bad", default=bad),
-              "judge": ScriptedModel("judge", default=Reply(fn=picker("n + n")))}
+    models = {
+        "good": ScriptedModel("good", default=good),
+        "bad": ScriptedModel("bad", default=bad),
+        "judge": ScriptedModel("judge", default=Reply(fn=picker("n + n"))),
+    }
     result = await generate(make_env(models, ["bad", "good"]), "square a number")
     assert "n * n" in result.code
     checks = {c.member: c.checks for c in result.fusion.candidates}
@@ -144,8 +147,12 @@ async def test_generate_runs_the_given_tests_and_stops_an_infinite_loop(tmp_path
     loop = "```python\ndef inc(n):\n    while True:\n        pass\n```"
     escape = f"```python\nopen({str(tmp_path / 'escaped.txt')!r}, 'w').write('x')\ndef inc(n):\n    return n + 1\n```"
     right = "```python\ndef inc(n):\n    return n + 1\n```"
-    models = {"loop": ScriptedModel("loop", default=loop), "escape": ScriptedModel("escape", default=escape),
-              "right": ScriptedModel("right", default=right), "judge": ScriptedModel("judge", default="{}")}
+    models = {
+        "loop": ScriptedModel("loop", default=loop),
+        "escape": ScriptedModel("escape", default=escape),
+        "right": ScriptedModel("right", default=right),
+        "judge": ScriptedModel("judge", default="{}"),
+    }
     env = make_env(models, ["loop", "escape", "right"], sandbox_timeout=3)
     result = await generate(env, "increment", tests=tests)
     cands = {c.member: c for c in result.fusion.candidates}
@@ -159,11 +166,17 @@ async def test_generated_tests_must_pass_against_the_code(tmp_path):
     f.write_text("def area(w, h):\n    return w * h\n")
     wrong = "```python\nfrom shapes import area\n\ndef test_area():\n    assert area(2, 3) == 5\n```"
     right = "```python\nfrom shapes import area\n\ndef test_area():\n    assert area(2, 3) == 6\n```"
-    models = {"w": ScriptedModel("w", default=wrong), "r": ScriptedModel("r", default=right),
-              "judge": ScriptedModel("judge", default="{}")}
+    models = {
+        "w": ScriptedModel("w", default=wrong),
+        "r": ScriptedModel("r", default=right),
+        "judge": ScriptedModel("judge", default="{}"),
+    }
     result = await generate_tests(make_env(models, ["w", "r"]), f, function="area")
     assert "== 6" in result.code and result.test_path.endswith("test_shapes.py")
-    assert {c.member: c.status for c in result.fusion.candidates} == {"scripted/w": "rejected", "scripted/r": "ok"}
+    assert {c.member: c.status for c in result.fusion.candidates} == {
+        "scripted/w": "rejected",
+        "scripted/r": "ok",
+    }
 
 
 async def test_debug_verifies_each_fix_by_rerunning_the_command(tmp_path):
@@ -172,8 +185,11 @@ async def test_debug_verifies_each_fix_by_rerunning_the_command(tmp_path):
     (root / "check.py").write_text("from lib import half\nassert half(8) == 4, half(8)\nprint('ok')\n")
     wrong = block("lib.py", "    return x // 3", "    return x // 4", "Off by one.")
     right = block("lib.py", "    return x // 3", "    return x // 2", "half divides by 3 instead of 2.")
-    models = {"w": ScriptedModel("w", default=wrong), "r": ScriptedModel("r", default=right),
-              "judge": ScriptedModel("judge", default="{}")}
+    models = {
+        "w": ScriptedModel("w", default=wrong),
+        "r": ScriptedModel("r", default=right),
+        "judge": ScriptedModel("judge", default="{}"),
+    }
     result = await debug(make_env(models, ["w", "r"]), root=root, cmd="python check.py", verify=True)
     assert result.run is not None and not result.run.ok and "AssertionError" in result.run.stderr
     assert result.verified and "x // 2" in result.diff and "divides by 3" in result.explanation
@@ -199,15 +215,31 @@ def _git_repo(tmp_path):
 
 
 def _comments(*items):
-    return json.dumps({"comments": [dict(zip(["file", "line", "severity", "category", "message", "suggestion"], it, strict=True)) for it in items]})
+    return json.dumps(
+        {
+            "comments": [
+                dict(zip(["file", "line", "severity", "category", "message", "suggestion"], it, strict=True))
+                for it in items
+            ]
+        }
+    )
 
 
 async def test_review_merges_comments_notes_disagreement_and_filters_by_severity(tmp_path):
     root = _git_repo(tmp_path)
-    a = _comments(("app.py", 2, "critical", "security", "eval on input", "use int(x)"), ("app.py", 6, "low", "maintainability", "g is unused", ""))
-    b = _comments(("app.py", 2, "high", "security", "eval is dangerous", "parse instead"), ("app.py", 400, "low", "correctness", "made up", ""))
-    models = {"a": ScriptedModel("a", default=a), "b": ScriptedModel("b", default=b),
-              "judge": ScriptedModel("judge", default=Reply(fn=picker("eval on input")))}
+    a = _comments(
+        ("app.py", 2, "critical", "security", "eval on input", "use int(x)"),
+        ("app.py", 6, "low", "maintainability", "g is unused", ""),
+    )
+    b = _comments(
+        ("app.py", 2, "high", "security", "eval is dangerous", "parse instead"),
+        ("app.py", 400, "low", "correctness", "made up", ""),
+    )
+    models = {
+        "a": ScriptedModel("a", default=a),
+        "b": ScriptedModel("b", default=b),
+        "judge": ScriptedModel("judge", default=Reply(fn=picker("eval on input"))),
+    }
     result = await review(make_env(models, ["a", "b"]), root, base="main")
     assert "Never use eval" in models["a"].calls[0][0][-1].content
     by_line = {c.line: c for c in result.comments}

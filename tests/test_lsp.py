@@ -53,7 +53,9 @@ async def start(tmp_path, options: dict | None = None, resolve: bool = True) -> 
 def open_doc(client: LanguageClient, path, text: str = SOURCE) -> str:
     uri = path.as_uri()
     client.text_document_did_open(
-        types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text))
+        types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)
+        )
     )
     return uri
 
@@ -81,7 +83,9 @@ async def test_inline_completion_fallback_and_redaction(tmp_path, upstream):
             types.InlineCompletionParams(
                 text_document=types.TextDocumentIdentifier(uri=uri),
                 position=pos,
-                context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic),
+                context=types.InlineCompletionContext(
+                    trigger_kind=types.InlineCompletionTriggerKind.Automatic
+                ),
             )
         )
         assert res.items[0].insert_text == "return a + b"
@@ -143,7 +147,9 @@ async def test_typing_and_cancel_requests_stop_the_work_and_the_server_keeps_ser
         actions = await client.text_document_code_action_async(
             types.CodeActionParams(
                 text_document=types.TextDocumentIdentifier(uri=uri),
-                range=types.Range(start=types.Position(line=3, character=0), end=types.Position(line=9, character=0)),
+                range=types.Range(
+                    start=types.Position(line=3, character=0), end=types.Position(line=9, character=0)
+                ),
                 context=types.CodeActionContext(diagnostics=[]),
             )
         )
@@ -185,7 +191,9 @@ async def test_eager_code_actions_when_the_client_cannot_resolve(tmp_path, upstr
         actions = await client.text_document_code_action_async(
             types.CodeActionParams(
                 text_document=types.TextDocumentIdentifier(uri=uri),
-                range=types.Range(start=types.Position(line=1, character=0), end=types.Position(line=1, character=0)),
+                range=types.Range(
+                    start=types.Position(line=1, character=0), end=types.Position(line=1, character=0)
+                ),
                 context=types.CodeActionContext(diagnostics=[], only=[types.CodeActionKind.QuickFix]),
             )
         )
@@ -200,7 +208,9 @@ async def test_invalid_initialization_options_are_a_protocol_error(tmp_path):
     try:
         with pytest.raises(JsonRpcException) as info:
             await client.initialize_async(
-                types.InitializeParams(capabilities=types.ClientCapabilities(), initialization_options={"colour": 1})
+                types.InitializeParams(
+                    capabilities=types.ClientCapabilities(), initialization_options={"colour": 1}
+                )
             )
         assert "colour" in str(info.value)
     finally:
@@ -234,8 +244,11 @@ def test_malformed_wire_messages_get_protocol_errors_and_the_server_goes_on(tmp_
     import subprocess
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "polyfuse.cli.main", "lsp"], cwd=tmp_path,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "polyfuse.cli.main", "lsp"],
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
 
     def send(body: bytes) -> None:
@@ -250,11 +263,32 @@ def test_malformed_wire_messages_get_protocol_errors_and_the_server_goes_on(tmp_
         return json.loads(proc.stdout.read(n))
 
     try:
-        send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"capabilities": {}}}).encode())
+        send(
+            json.dumps(
+                {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"capabilities": {}}}
+            ).encode()
+        )
         caps = recv()["result"]["capabilities"]
-        assert "inlineCompletionProvider" in caps and "codeActionProvider" in caps and "completionProvider" in caps
-        send(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "textDocument/inlineCompletion", "params": {"textDocument": 7}}).encode())
-        assert recv() == {"jsonrpc": "2.0", "id": 2, "error": {"code": -32602, "message": "invalid params for textDocument/inlineCompletion"}}
+        assert (
+            "inlineCompletionProvider" in caps
+            and "codeActionProvider" in caps
+            and "completionProvider" in caps
+        )
+        send(
+            json.dumps(
+                {
+                    "jsonrpc": "2.0",
+                    "id": 2,
+                    "method": "textDocument/inlineCompletion",
+                    "params": {"textDocument": 7},
+                }
+            ).encode()
+        )
+        assert recv() == {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "error": {"code": -32602, "message": "invalid params for textDocument/inlineCompletion"},
+        }
         send(b'{"jsonrpc": "2.0", "id": 3, "method": ')  # not JSON at all
         send(json.dumps({"jsonrpc": "2.0", "id": 4, "method": "shutdown"}).encode())
         reply = recv()

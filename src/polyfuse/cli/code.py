@@ -31,7 +31,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 def _common(fn: F) -> F:
     for option in reversed(
         [
-            click.option("--preset", help="Preset for the pool and judge (default: [code] preset or the default)."),
+            click.option(
+                "--preset", help="Preset for the pool and judge (default: [code] preset or the default)."
+            ),
             click.option("--pool", help="Comma-separated pool, e.g. 'local/smollm2-135m,local/gemma3-270m'."),
             click.option("--judge", help="Judge model id."),
             click.option("--mode", type=click.Choice(["best-of", "vote"]), help="best-of (default) or vote."),
@@ -72,7 +74,10 @@ def _report(result: FusionResult | None, redactions: tuple[str, ...], quiet: boo
         return
     click.echo("checks:", err=True)
     for c in result.candidates:
-        marks = ", ".join(f"{k.name} {'ok' if k.passed else 'FAILED'} ({k.detail})" for k in c.checks) or "no checks"
+        marks = (
+            ", ".join(f"{k.name} {'ok' if k.passed else 'FAILED'} ({k.detail})" for k in c.checks)
+            or "no checks"
+        )
         click.echo(f"  [{c.status}] {c.member}: {marks}", err=True)
     click.echo(report(result), err=True)
 
@@ -84,7 +89,9 @@ def _range(text: str | None) -> tuple[int, int] | None:
     try:
         return int(start), int(end if sep else start)
     except ValueError:
-        raise InvalidRequestError(f"--range must be START:END line numbers, e.g. 10:20 (got {text!r})") from None
+        raise InvalidRequestError(
+            f"--range must be START:END line numbers, e.g. 10:20 (got {text!r})"
+        ) from None
 
 
 @click.group()
@@ -96,7 +103,11 @@ def code() -> None:
 @click.argument("file")
 @click.option("--line", type=int, required=True, help="1-based line of the cursor.")
 @click.option("--col", type=int, required=True, help="1-based column of the cursor.")
-@click.option("--fast", is_flag=True, help="Return the first candidate that passes its checks within the latency budget.")
+@click.option(
+    "--fast",
+    is_flag=True,
+    help="Return the first candidate that passes its checks within the latency budget.",
+)
 @_common
 def complete(file: str, line: int, col: int, fast: bool, quiet: bool, **opts: Any) -> None:
     """Fill in the code at FILE:LINE:COL."""
@@ -113,7 +124,9 @@ def complete(file: str, line: int, col: int, fast: bool, quiet: bool, **opts: An
 @click.option("--tests", "tests_file", help="A test file the code must pass.")
 @click.option("--module", default="solution", show_default=True, help="Module name the tests import.")
 @_common
-def generate(description: str, lang: str, tests_file: str | None, module: str, quiet: bool, **opts: Any) -> None:
+def generate(
+    description: str, lang: str, tests_file: str | None, module: str, quiet: bool, **opts: Any
+) -> None:
     """New code from a DESCRIPTION."""
     from ..code.generate import generate as run
 
@@ -129,7 +142,9 @@ def generate(description: str, lang: str, tests_file: str | None, module: str, q
 @click.option("--range", "line_range", help="Lines to change, START:END (1-based, inclusive).")
 @click.option("--apply", is_flag=True, help="Write the change to FILE (atomically).")
 @_common
-def transform(file: str, instruction: str, line_range: str | None, apply: bool, quiet: bool, **opts: Any) -> None:
+def transform(
+    file: str, instruction: str, line_range: str | None, apply: bool, quiet: bool, **opts: Any
+) -> None:
     """Edit FILE as the INSTRUCTION says; print the change as a unified diff."""
     from ..code.transform import transform as run
 
@@ -142,7 +157,9 @@ def transform(file: str, instruction: str, line_range: str | None, apply: bool, 
 
 
 @code.command()
-@click.option("--cmd", help="The failing command, e.g. 'pytest -x'. Without it, a traceback is read from stdin.")
+@click.option(
+    "--cmd", help="The failing command, e.g. 'pytest -x'. Without it, a traceback is read from stdin."
+)
 @click.option("--file", "files", multiple=True, help="A file to show the pool (repeatable).")
 @click.option("--verify", is_flag=True, help="Re-run the command on each candidate fix in a scratch copy.")
 @click.option("--root", default=".", help="Project directory (default: the current one).")
@@ -154,7 +171,9 @@ def debug(cmd: str | None, files: tuple[str, ...], verify: bool, root: str, quie
     traceback = None if cmd is not None or sys.stdin.isatty() else sys.stdin.read()
     result = _execute(
         opts,
-        lambda env: run(env, root=Path(root), cmd=cmd, traceback=traceback, files=[Path(f) for f in files], verify=verify),
+        lambda env: run(
+            env, root=Path(root), cmd=cmd, traceback=traceback, files=[Path(f) for f in files], verify=verify
+        ),
     )
     click.echo(result.explanation + "\n")
     click.echo(result.diff, nl=False)
@@ -163,8 +182,14 @@ def debug(cmd: str | None, files: tuple[str, ...], verify: bool, root: str, quie
 
 @code.command()
 @click.option("--base", default="main", show_default=True, help="Branch, tag or commit to diff against.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "sarif"]), default="text", show_default=True)
-@click.option("--min-severity", type=click.Choice(["low", "medium", "high", "critical"]), help="Hide comments below this.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json", "sarif"]), default="text", show_default=True
+)
+@click.option(
+    "--min-severity",
+    type=click.Choice(["low", "medium", "high", "critical"]),
+    help="Hide comments below this.",
+)
 @click.option("--root", default=".", help="The git work tree (default: the current directory).")
 @_common
 def review(base: str, fmt: str, min_severity: str | None, root: str, quiet: bool, **opts: Any) -> None:

@@ -80,14 +80,16 @@ def syntax_check(baseline_error: bool = False) -> CheckFn:
             line = getattr(exc, "lineno", None)
             detail = f"line {line}: {getattr(exc, 'msg', str(exc))}" if line else str(exc)
             if baseline_error:
-                return Check(name="parses", passed=True, detail=f"not judged (file had errors before): {detail}")
+                return Check(
+                    name="parses", passed=True, detail=f"not judged (file had errors before): {detail}"
+                )
             return Check(name="parses", passed=False, detail=detail, seconds=time.perf_counter() - started)
         return Check(name="parses", passed=True, detail="ok", seconds=time.perf_counter() - started)
 
     return check
 
 
-_EXAMPLES_RUNNER = r'''
+_EXAMPLES_RUNNER = r"""
 import ast, contextlib, doctest, importlib.util, io, json, re, sys
 path = sys.argv[1]
 name = path[:-3].replace("/", ".")
@@ -134,7 +136,7 @@ for node in ast.walk(tree):
                 out["failed"] += 1
                 out["failures"].append(f"{m.group(1)}: expected {want!r}, got {got!r}")
 print(json.dumps(out))
-'''
+"""
 
 
 def _examples_detail(data: dict[str, object]) -> tuple[bool, str, float]:
@@ -163,7 +165,9 @@ def examples_check(limits: SandboxLimits | None = None, import_errors_fail: bool
         try:
             data = json.loads(res.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
-            return Check(name="examples", passed=False, detail=_clip(res.stdout or res.stderr), seconds=res.duration)
+            return Check(
+                name="examples", passed=False, detail=_clip(res.stdout or res.stderr), seconds=res.duration
+            )
         if "error" in data:
             if not import_errors_fail:
                 return None
@@ -176,7 +180,7 @@ def examples_check(limits: SandboxLimits | None = None, import_errors_fail: bool
     return check
 
 
-_MINI_RUNNER = r'''
+_MINI_RUNNER = r"""
 import importlib.util, inspect, sys, traceback
 spec = importlib.util.spec_from_file_location("tests_under_run", sys.argv[1])
 mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
@@ -188,7 +192,7 @@ for name, fn in list(vars(mod).items()):
         except BaseException as e:
             failed += 1; print(f"FAILED {name}: {type(e).__name__}: {e}")
 print(f"{failed} failed, {passed} passed" if failed else f"{passed} passed")
-'''
+"""
 _SUMMARY = re.compile(r"(\d+) (passed|failed|error|errors)")
 
 
@@ -203,7 +207,9 @@ def tests_check(test_file: str, limits: SandboxLimits | None = None, name: str =
 
     async def check(program: Program) -> Check | None:
         files = {**program.files, "_polyfuse_tests.py": _MINI_RUNNER}
-        res = await run_sandboxed(_test_argv(test_file), files=files, limits=limits or SandboxLimits(timeout=30))
+        res = await run_sandboxed(
+            _test_argv(test_file), files=files, limits=limits or SandboxLimits(timeout=30)
+        )
         counts: dict[str, int] = {}
         for n, kind in _SUMMARY.findall(res.stdout):
             counts[kind.rstrip("s") if kind != "passed" else kind] = int(n)
@@ -249,7 +255,15 @@ class CheckSuite:
         try:
             program = self.materialise(candidate)
         except CheckFailed as exc:
-            return [Check(name=exc.name, passed=False, detail=exc.detail, seconds=time.perf_counter() - started)], None, 0.0
+            return (
+                [
+                    Check(
+                        name=exc.name, passed=False, detail=exc.detail, seconds=time.perf_counter() - started
+                    )
+                ],
+                None,
+                0.0,
+            )
         checks: list[Check] = []
         score = 1.0
         for fn in self.checks:

@@ -12,9 +12,11 @@ import asyncio
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import InvalidRequestError
-from ..fusion.events import FusionEvent
+from ..fusion.engine import Adapt
+from ..fusion.events import EventSink, FusionEvent
 from ..providers.base import ChatModel, MemberSpec
 from ..types import Candidate, FusionResult
 from .checks import CheckFailed, CheckSuite, Program, examples_check, syntax_check
@@ -42,7 +44,9 @@ def cursor_offset(text: str, line: int, col: int, path: Path | str) -> int:
     if not 1 <= line <= len(lines):
         raise InvalidRequestError(f"line {line} is outside {path} (lines 1-{len(lines)})")
     if not 1 <= col <= len(lines[line - 1]) + 1:
-        raise InvalidRequestError(f"column {col} is outside line {line} of {path} (columns 1-{len(lines[line - 1]) + 1})")
+        raise InvalidRequestError(
+            f"column {col} is outside line {line} of {path} (columns 1-{len(lines[line - 1]) + 1})"
+        )
     return sum(len(ln) + 1 for ln in lines[: line - 1]) + col - 1
 
 
@@ -86,9 +90,7 @@ async def complete_text(
     if env.settings.context_tokens:
         ctx = gather_context(root, current=path, query=around, budget_tokens=env.settings.context_tokens)
         context = "\n\n".join(f"--- {f.path} ---\n{env.prepare(f.text, f.path)}" for f in ctx.files)
-    task = FimTask(
-        env.prepare(prefix, str(path)), env.prepare(suffix, str(path)), path.name, lang, context
-    )
+    task = FimTask(env.prepare(prefix, str(path)), env.prepare(suffix, str(path)), path.name, lang, context)
     outputs: dict[str, str] = {}
 
     def adapt(spec: MemberSpec, model: ChatModel) -> ChatModel:
@@ -120,16 +122,16 @@ class _Run:
     env: CodeEnv
     suite: CheckSuite
     task: FimTask
-    adapt: object
+    adapt: Adapt
     redactions: tuple[str, ...]
 
-    async def full(self, watch: object = None) -> CompleteResult:
+    async def full(self, watch: EventSink | None = None) -> CompleteResult:
         result = await self.env.fuse(
             self.task.chat_messages(),
             screen=self.suite,
-            adapt=self.adapt,  # type: ignore[arg-type]
+            adapt=self.adapt,
             max_tokens=self.env.settings.complete_max_tokens,
-            watch=watch,  # type: ignore[arg-type]
+            watch=watch,
         )
         member = result.verdict.choice
         program = self.suite.programs.get(member or "")
@@ -153,13 +155,19 @@ class _Run:
                 t.add_done_callback(checking.discard)
 
         refined = asyncio.create_task(self.full(watch))
-        done, _ = await asyncio.wait({first, refined}, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
+        waiting: set[asyncio.Future[Any]] = {first, refined}
+        done, _ = await asyncio.wait(waiting, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
         if refined in done or first not in done:
             first.cancel()
             return await refined
         c = first.result()
-        program = self.suite._cache[c.text][1]
+        _, program, _ = await self.suite.evaluate(c)  # cached: no second run
         assert program is not None
         return CompleteResult(
-            str(program.data["insertion"]), None, c.member, fast=True, refined=refined, redactions=self.redactions
+            str(program.data["insertion"]),
+            None,
+            c.member,
+            fast=True,
+            refined=refined,
+            redactions=self.redactions,
         )

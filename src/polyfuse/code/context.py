@@ -20,7 +20,21 @@ __all__ = ["ContextFile", "CodeContext", "RepoFilter", "find_root", "gather_cont
 
 _MAX_FILES = 3000
 _MAX_FILE_BYTES = 200_000
-_SOURCE_SUFFIXES = {".py", ".pyi", ".js", ".jsx", ".ts", ".tsx", ".go", ".rs", ".java", ".rb", ".c", ".h", ".cpp"}
+_SOURCE_SUFFIXES = {
+    ".py",
+    ".pyi",
+    ".js",
+    ".jsx",
+    ".ts",
+    ".tsx",
+    ".go",
+    ".rs",
+    ".java",
+    ".rb",
+    ".c",
+    ".h",
+    ".cpp",
+}
 _ALWAYS_SKIP = {".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", "venv", ".mypy_cache"}
 
 
@@ -142,13 +156,29 @@ class CodeContext:
         return sum(estimate(f.text) for f in self.files)
 
     def render(self) -> str:
-        parts = [f"--- {f.path} ({f.reason}{', truncated' if f.truncated else ''}) ---\n{f.text}" for f in self.files]
+        parts = [
+            f"--- {f.path} ({f.reason}{', truncated' if f.truncated else ''}) ---\n{f.text}"
+            for f in self.files
+        ]
         return "\n\n".join(parts)
 
 
 _JS_IMPORT = re.compile(r"""(?:from\s+|require\(\s*|import\s+)['"](\.{1,2}/[^'"]+)['"]""")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{2,}")
-_KEYWORDS = {"def", "class", "return", "import", "from", "self", "None", "True", "False", "for", "while", "with"}
+_KEYWORDS = {
+    "def",
+    "class",
+    "return",
+    "import",
+    "from",
+    "self",
+    "None",
+    "True",
+    "False",
+    "for",
+    "while",
+    "with",
+}
 
 
 def _module_name(root: Path, path: Path) -> str:
@@ -174,7 +204,11 @@ def _python_imports(path: Path, text: str, root: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                pkg = own[: len(own) - node.level] if path.name != "__init__.py" else own[: len(own) - node.level + 1]
+                pkg = (
+                    own[: len(own) - node.level]
+                    if path.name != "__init__.py"
+                    else own[: len(own) - node.level + 1]
+                )
                 base = ".".join([*pkg, base] if base else pkg)
             names.add(base)
             names.update(f"{base}.{a.name}" for a in node.names)
@@ -195,9 +229,11 @@ def _imports(path: Path, text: str, root: Path, modules: dict[str, Path]) -> set
 
 
 def _definitions(text: str) -> set[str]:
-    return set(re.findall(r"^\s*(?:async\s+)?(?:def|class|function|func|fn|const|let|var)\s+([A-Za-z_]\w*)", text, re.M)) | set(
-        re.findall(r"^([A-Za-z_]\w*)\s*=", text, re.M)
-    )
+    return set(
+        re.findall(
+            r"^\s*(?:async\s+)?(?:def|class|function|func|fn|const|let|var)\s+([A-Za-z_]\w*)", text, re.M
+        )
+    ) | set(re.findall(r"^([A-Za-z_]\w*)\s*=", text, re.M))
 
 
 def gather_context(
@@ -260,7 +296,11 @@ def _related(root: Path, rf: RepoFilter, current: Path | None, query: str) -> li
     if cur is not None and cur.is_file():
         cur_text = cur.read_text(encoding="utf-8", errors="replace")
         ranked += [(p, "imported by this file") for p in sorted(_imports(cur, cur_text, root, modules))]
-        ranked += [(p, "imports this file") for p in files if p != cur and cur in _imports(p, texts[p], root, modules)]
+        ranked += [
+            (p, "imports this file")
+            for p in files
+            if p != cur and cur in _imports(p, texts[p], root, modules)
+        ]
         query = query + "\n" + cur_text
     wanted = {w for w in _IDENT.findall(query) if w not in _KEYWORDS}
     scored = []

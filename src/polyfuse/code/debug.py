@@ -52,12 +52,16 @@ def _argv(cmd: str, root: Path) -> list[str]:
 def _copy_project(root: Path, target: Path, rf: RepoFilter) -> None:
     def ignore(directory: str, names: list[str]) -> list[str]:
         d = Path(directory)
-        return [n for n in names if n in (".git", "__pycache__", ".venv", "node_modules") or rf.ignored(d / n)]
+        return [
+            n for n in names if n in (".git", "__pycache__", ".venv", "node_modules") or rf.ignored(d / n)
+        ]
 
     shutil.copytree(root, target, ignore=ignore, dirs_exist_ok=True, symlinks=True)
 
 
-async def run_command(argv: list[str], root: Path, changed: dict[str, str] | None, limits: SandboxLimits) -> SandboxResult:
+async def run_command(
+    argv: list[str], root: Path, changed: dict[str, str] | None, limits: SandboxLimits
+) -> SandboxResult:
     """Run ``argv`` in a sandboxed scratch copy of the project, with ``changed`` files overlaid."""
     rf = RepoFilter(root)
     with tempfile.TemporaryDirectory(prefix="polyfuse-debug-") as tmp:
@@ -131,8 +135,14 @@ async def debug(
             raise InvalidRequestError(f"the command passed ({' '.join(argv)}): nothing to debug")
         output = (run.stdout + "\n" + run.stderr).strip()[-_OUTPUT_TAIL:] + f"\n[{run.summary()}]"
     shown_files = [*(p.resolve() for p in files or []), *_mentioned(output, root, rf)][:_MAX_FILES]
-    originals = {str(p.relative_to(root)): read_source(p) for p in dict.fromkeys(shown_files) if not rf.ai_excluded(p)}
-    ctx = gather_context(root, query=output, budget_tokens=env.settings.context_tokens) if env.settings.context_tokens else None
+    originals = {
+        str(p.relative_to(root)): read_source(p) for p in dict.fromkeys(shown_files) if not rf.ai_excluded(p)
+    }
+    ctx = (
+        gather_context(root, query=output, budget_tokens=env.settings.context_tokens)
+        if env.settings.context_tokens
+        else None
+    )
     for cf in ctx.files if ctx else []:
         if cf.path not in originals and not cf.truncated and len(originals) < _MAX_FILES:
             originals[cf.path] = cf.text
@@ -142,7 +152,10 @@ async def debug(
         f"{what}:\n```\n{env.prepare(output, 'output')}\n```\n\nProject files:\n{shown}\n\n"
         "First explain the cause in two or three sentences. Then give the fix.\n" + EDIT_FORMAT_HELP
     )
-    messages = [Message(role="system", content="You are an expert debugger."), Message(role="user", content=user)]
+    messages = [
+        Message(role="system", content="You are an expert debugger."),
+        Message(role="user", content=user),
+    ]
 
     def materialise(c: Candidate) -> Program:
         answer = env.redactor.restore(c.text)

@@ -66,7 +66,8 @@ def _clean_path(raw: str | None) -> str | None:
 
 def _parse_blocks(text: str) -> list[Edit]:
     return [
-        Edit(m.group("search"), m.group("replace"), _clean_path(m.group("path"))) for m in _BLOCK.finditer(text)
+        Edit(m.group("search"), m.group("replace"), _clean_path(m.group("path")))
+        for m in _BLOCK.finditer(text)
     ]
 
 

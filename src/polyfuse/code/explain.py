@@ -18,13 +18,18 @@ class ExplainResult:
     redactions: tuple[str, ...] = ()
 
 
-async def explain(env: CodeEnv, code: str, *, language: str = "python", path: str = "selection") -> ExplainResult:
+async def explain(
+    env: CodeEnv, code: str, *, language: str = "python", path: str = "selection"
+) -> ExplainResult:
     if not code.strip():
         raise InvalidRequestError("nothing to explain: the selection is empty")
     user = (
         f"Explain what this {language} code does, in three to six plain sentences, and point out anything "
         f"surprising or wrong:\n```{language}\n{env.prepare(code, path)}\n```"
     )
-    messages = [Message(role="system", content="You explain code clearly and briefly."), Message(role="user", content=user)]
+    messages = [
+        Message(role="system", content="You explain code clearly and briefly."),
+        Message(role="user", content=user),
+    ]
     result = await env.fuse(messages, max_tokens=min(env.settings.max_tokens, 256))
     return ExplainResult(env.redactor.restore(result.answer), result, tuple(env.redactor.report()))

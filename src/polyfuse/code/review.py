@@ -155,10 +155,15 @@ def _prompt(diff: str, styleguide: str | None) -> list[Message]:
         'maintainability), a message and a suggested change. Reply with JSON: {"comments": [...]} (an empty '
         f"list if the change is fine).\n\n```diff\n{diff}\n```"
     )
-    return [Message(role="system", content="You are a careful senior code reviewer."), Message(role="user", content=user)]
+    return [
+        Message(role="system", content="You are a careful senior code reviewer."),
+        Message(role="user", content=user),
+    ]
 
 
-async def review(env: CodeEnv, root: Path, *, base: str = "main", min_severity: str | None = None) -> ReviewResult:
+async def review(
+    env: CodeEnv, root: Path, *, base: str = "main", min_severity: str | None = None
+) -> ReviewResult:
     root = root.resolve()
     diff = git_diff(root, base)
     rf = RepoFilter(root)
@@ -174,8 +179,12 @@ async def review(env: CodeEnv, root: Path, *, base: str = "main", min_severity: 
         raw = _parse(env.redactor.restore(c.text))
         comments = [cm for cm in (_comment(r, files) for r in raw) if cm is not None and cm.message]
         if raw and not comments:
-            raise CheckFailed("anchored", f"none of the {len(raw)} comments points at a changed line of the diff")
-        return Program({"review.json": c.text}, "review.json", "json", {"comments": comments, "raw": len(raw)})
+            raise CheckFailed(
+                "anchored", f"none of the {len(raw)} comments points at a changed line of the diff"
+            )
+        return Program(
+            {"review.json": c.text}, "review.json", "json", {"comments": comments, "raw": len(raw)}
+        )
 
     suite = CheckSuite(materialise, [])
     result = await env.fuse(_prompt(shown, styleguide), screen=suite, json_schema=_schema())
@@ -194,7 +203,14 @@ def merge_comments(suite: CheckSuite, result: FusionResult) -> list[ReviewCommen
     for member in order:
         for cm in suite.programs[member].data["comments"]:  # type: ignore[attr-defined]
             home = next(
-                (cl for cl in clusters if cl[0][1].file == cm.file and cl[0][1].category == cm.category and abs(cl[0][1].line - cm.line) <= _NEAR and all(m != member for m, _ in cl)),
+                (
+                    cl
+                    for cl in clusters
+                    if cl[0][1].file == cm.file
+                    and cl[0][1].category == cm.category
+                    and abs(cl[0][1].line - cm.line) <= _NEAR
+                    and all(m != member for m, _ in cl)
+                ),
                 None,
             )
             (home.append((member, cm)) if home is not None else clusters.append([(member, cm)]))
@@ -205,10 +221,25 @@ def merge_comments(suite: CheckSuite, result: FusionResult) -> list[ReviewCommen
         note = []
         if len(reviewers) > 1 and len(by) < len(reviewers):
             others = [m for m in reviewers if m not in by]
-            note.append(f"raised by {len(by)} of {len(reviewers)} reviewers ({', '.join(by)}); not by {', '.join(others)}")
+            note.append(
+                f"raised by {len(by)} of {len(reviewers)} reviewers ({', '.join(by)}); not by {', '.join(others)}"
+            )
         severities = {cm.severity for _, cm in cl}
         if len(severities) > 1:
-            note.append("reviewers disagree on severity: " + ", ".join(f"{cm.severity} ({m})" for m, cm in cl))
+            note.append(
+                "reviewers disagree on severity: " + ", ".join(f"{cm.severity} ({m})" for m, cm in cl)
+            )
         top = max(severities, key=SEVERITIES.index)
-        out.append(ReviewComment(lead.file, lead.line, top, lead.category, lead.message, lead.suggestion, by, "; ".join(note) or None))
+        out.append(
+            ReviewComment(
+                lead.file,
+                lead.line,
+                top,
+                lead.category,
+                lead.message,
+                lead.suggestion,
+                by,
+                "; ".join(note) or None,
+            )
+        )
     return sorted(out, key=lambda c: (-SEVERITIES.index(c.severity), c.file, c.line))

@@ -15,7 +15,9 @@ _SARIF_LEVEL = {"low": "note", "medium": "warning", "high": "error", "critical":
 
 def to_text(review: ReviewResult) -> str:
     if not review.comments:
-        return f"no comments against {review.base}" + (f" ({review.filtered} below the threshold)" if review.filtered else "")
+        return f"no comments against {review.base}" + (
+            f" ({review.filtered} below the threshold)" if review.filtered else ""
+        )
     lines = []
     for c in review.comments:
         lines.append(f"{c.file}:{c.line}: [{c.severity}] {c.category}: {c.message}")
@@ -52,16 +54,35 @@ def to_sarif(review: ReviewResult) -> str:
                 "level": _SARIF_LEVEL[c.severity],
                 "message": {"text": message},
                 "locations": [
-                    {"physicalLocation": {"artifactLocation": {"uri": c.file}, "region": {"startLine": max(1, c.line)}}}
+                    {
+                        "physicalLocation": {
+                            "artifactLocation": {"uri": c.file},
+                            "region": {"startLine": max(1, c.line)},
+                        }
+                    }
                 ],
                 "properties": {"severity": c.severity, "raisedBy": c.raised_by},
             }
         )
-    rules = [{"id": f"polyfuse/{cat}", "name": cat, "shortDescription": {"text": f"{cat} issue"}} for cat in CATEGORIES]
+    rules = [
+        {"id": f"polyfuse/{cat}", "name": cat, "shortDescription": {"text": f"{cat} issue"}}
+        for cat in CATEGORIES
+    ]
     sarif = {
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
         "version": "2.1.0",
-        "runs": [{"tool": {"driver": {"name": "polyfuse", "informationUri": "https://pypi.org/project/polyfuse/", "rules": rules}}, "results": results}],
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "polyfuse",
+                        "informationUri": "https://pypi.org/project/polyfuse/",
+                        "rules": rules,
+                    }
+                },
+                "results": results,
+            }
+        ],
     }
     return json.dumps(sarif, indent=2)
 

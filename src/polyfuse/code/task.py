@@ -15,11 +15,10 @@ from typing import Any
 from ..config import Config
 from ..errors import ConfigError, InvalidRequestError, NoSurvivorsError
 from ..fusion.engine import Adapt, fuse
-from ..providers.base import ChatModel, MemberSpec, StreamEvent
-from ..fusion.events import EventSink
+from ..fusion.events import EventSink, FusionEvent
 from ..fusion.request import FusionRequest
+from ..providers.base import ChatModel, MemberSpec, StreamEvent
 from ..providers.registry import ProviderHub
-from ..fusion.events import FusionEvent
 from ..types import FusionResult, GenerationParams, Message
 from .checks import CheckSuite
 from .redact import Redactor, is_remote_model
@@ -67,7 +66,13 @@ class CodeEnv:
 
     @classmethod
     def create(
-        cls, config: Config, hub: ProviderHub, *, mode: str | None = None, on_event: EventSink | None = None, **overrides: Any
+        cls,
+        config: Config,
+        hub: ProviderHub,
+        *,
+        mode: str | None = None,
+        on_event: EventSink | None = None,
+        **overrides: Any,
     ) -> CodeEnv:
         mode = mode or "best-of"
         if mode not in CODE_MODES:
@@ -123,7 +128,6 @@ class CodeEnv:
         except NoSurvivorsError as exc:
             exc.scores = screen.scores if screen else {}  # type: ignore[attr-defined]
             raise
-
 
     def _sink(self, watch: EventSink | None) -> EventSink | None:
         sinks = [s for s in (self.on_event, watch) if s is not None]

@@ -31,7 +31,9 @@ def _functions(source: str) -> set[str]:
         tree = ast.parse(source)
     except SyntaxError:
         return set()
-    return {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    return {
+        n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+    }
 
 
 async def generate_tests(env: CodeEnv, path: Path, *, function: str | None = None) -> TestsResult:
@@ -51,7 +53,10 @@ async def generate_tests(env: CodeEnv, path: Path, *, function: str | None = Non
         "Cover normal cases and edge cases; every test must pass against the code as written. "
         "Reply with one fenced code block containing the whole test file."
     )
-    messages = [Message(role="system", content="You write precise unit tests."), Message(role="user", content=user)]
+    messages = [
+        Message(role="system", content="You write precise unit tests."),
+        Message(role="user", content=user),
+    ]
 
     def materialise(c: Candidate) -> Program:
         code = env.redactor.restore(extract_code(c.text))
@@ -60,7 +65,9 @@ async def generate_tests(env: CodeEnv, path: Path, *, function: str | None = Non
         return Program({f"{module}.py": source, test_name: code}, test_name)
 
     limits = SandboxLimits(timeout=env.settings.sandbox_timeout)
-    suite = CheckSuite(materialise, [syntax_check(), tests_check(test_name, limits, name="tests pass on the code")])
+    suite = CheckSuite(
+        materialise, [syntax_check(), tests_check(test_name, limits, name="tests pass on the code")]
+    )
     result = await env.fuse(messages, screen=suite)
     program = suite.programs.get(result.verdict.choice or "")
     code = program.source if program else extract_code(result.answer)

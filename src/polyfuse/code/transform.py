@@ -53,13 +53,23 @@ def _edits(answer: str, original: str, selection: str, has_range: bool) -> list[
     raise EditError("the answer has a code block but no SEARCH/REPLACE block saying where it goes")
 
 
-def _messages(env: CodeEnv, rel: str, text: str, instruction: str, selection: str, line_range: tuple[int, int] | None, context: str) -> list[Message]:
+def _messages(
+    env: CodeEnv,
+    rel: str,
+    text: str,
+    instruction: str,
+    selection: str,
+    line_range: tuple[int, int] | None,
+    context: str,
+) -> list[Message]:
     lang = language_of(Path(rel))
-    where = f" Change only lines {line_range[0]}-{line_range[1]}:\n```{lang}\n{selection}```\n" if line_range else ""
-    related = f"Related files, for reference only:\n{context}\n\n" if context else ""
-    user = (
-        f"{related}File {rel}:\n```{lang}\n{text}```\n\nInstruction: {instruction.strip()}.{where}\n{EDIT_FORMAT_HELP}"
+    where = (
+        f" Change only lines {line_range[0]}-{line_range[1]}:\n```{lang}\n{selection}```\n"
+        if line_range
+        else ""
     )
+    related = f"Related files, for reference only:\n{context}\n\n" if context else ""
+    user = f"{related}File {rel}:\n```{lang}\n{text}```\n\nInstruction: {instruction.strip()}.{where}\n{EDIT_FORMAT_HELP}"
     return [
         Message(role="system", content="You are an expert programmer who edits code precisely."),
         Message(role="user", content=user),
@@ -67,7 +77,12 @@ def _messages(env: CodeEnv, rel: str, text: str, instruction: str, selection: st
 
 
 async def transform(
-    env: CodeEnv, path: Path, instruction: str, *, line_range: tuple[int, int] | None = None, apply: bool = False
+    env: CodeEnv,
+    path: Path,
+    instruction: str,
+    *,
+    line_range: tuple[int, int] | None = None,
+    apply: bool = False,
 ) -> TransformResult:
     text = read_source(path)
     return await transform_text(env, path, text, instruction, line_range=line_range, apply=apply)
@@ -92,7 +107,9 @@ async def transform_text(
     selection = _selection(text, line_range)
     context = ""
     if env.settings.context_tokens:
-        ctx = gather_context(root, current=path, query=selection + instruction, budget_tokens=env.settings.context_tokens)
+        ctx = gather_context(
+            root, current=path, query=selection + instruction, budget_tokens=env.settings.context_tokens
+        )
         context = "\n\n".join(f"--- {f.path} ---\n{env.prepare(f.text, f.path)}" for f in ctx.files)
     lang = language_of(path)
     shown = env.prepare(text, str(path))
@@ -111,7 +128,11 @@ async def transform_text(
         return Program({name: new}, name, lang, {"diff": unified_diff(text, new, rel)})
 
     limits = SandboxLimits(timeout=env.settings.sandbox_timeout)
-    checks = [syntax_check(not _parses(text)), examples_check(limits, import_errors_fail=False)] if lang == "python" else []
+    checks = (
+        [syntax_check(not _parses(text)), examples_check(limits, import_errors_fail=False)]
+        if lang == "python"
+        else []
+    )
     suite = CheckSuite(materialise, checks)
     messages = _messages(env, rel, shown, instruction, env.prepare(selection, str(path)), line_range, context)
     result = await env.fuse(messages, screen=suite)
@@ -124,7 +145,9 @@ async def transform_text(
             raise InvalidRequestError(f"{path} changed while the pool was working; nothing written")
         atomic_write(path, program.source)
         applied = True
-    return TransformResult(rel, str(program.data["diff"]), program.source, result, applied, tuple(env.redactor.report()))
+    return TransformResult(
+        rel, str(program.data["diff"]), program.source, result, applied, tuple(env.redactor.report())
+    )
 
 
 def _parses(source: str) -> bool:

@@ -44,12 +44,19 @@ class ActionSpec:
 
 def _whole(text: str) -> types.Range:
     lines = text.split("\n")
-    return types.Range(start=types.Position(line=0, character=0), end=types.Position(line=len(lines) - 1, character=len(lines[-1])))
+    return types.Range(
+        start=types.Position(line=0, character=0),
+        end=types.Position(line=len(lines) - 1, character=len(lines[-1])),
+    )
 
 
 async def _rewrite(ls: PolyfuseServer, sel: Selection, instruction: str) -> types.WorkspaceEdit:
-    result = await transform_text(ls.env(), sel.path, sel.text, instruction, line_range=(sel.start, sel.end), root=ls.root)
-    return types.WorkspaceEdit(changes={sel.uri: [types.TextEdit(range=_whole(sel.text), new_text=result.new_text)]})
+    result = await transform_text(
+        ls.env(), sel.path, sel.text, instruction, line_range=(sel.start, sel.end), root=ls.root
+    )
+    return types.WorkspaceEdit(
+        changes={sel.uri: [types.TextEdit(range=_whole(sel.text), new_text=result.new_text)]}
+    )
 
 
 async def _fix(ls: PolyfuseServer, sel: Selection) -> types.WorkspaceEdit:
@@ -69,7 +76,9 @@ async def _explain(ls: PolyfuseServer, sel: Selection) -> types.WorkspaceEdit:
     mark = "#" if language_of(sel.path) in ("python", "ruby", "bash") else "//"
     comment = "".join(f"{indent}{mark} {ln}".rstrip() + "\n" for ln in result.text.strip().splitlines())
     at = types.Position(line=sel.start - 1, character=0)
-    return types.WorkspaceEdit(changes={sel.uri: [types.TextEdit(range=types.Range(start=at, end=at), new_text=comment)]})
+    return types.WorkspaceEdit(
+        changes={sel.uri: [types.TextEdit(range=types.Range(start=at, end=at), new_text=comment)]}
+    )
 
 
 async def _tests(ls: PolyfuseServer, sel: Selection) -> types.WorkspaceEdit:
@@ -78,7 +87,9 @@ async def _tests(ls: PolyfuseServer, sel: Selection) -> types.WorkspaceEdit:
     start = types.Position(line=0, character=0)
     return types.WorkspaceEdit(
         document_changes=[
-            types.CreateFile(uri=target, options=types.CreateFileOptions(overwrite=False, ignore_if_exists=True)),
+            types.CreateFile(
+                uri=target, options=types.CreateFileOptions(overwrite=False, ignore_if_exists=True)
+            ),
             types.TextDocumentEdit(
                 text_document=types.OptionalVersionedTextDocumentIdentifier(uri=target, version=None),
                 edits=[types.TextEdit(range=types.Range(start=start, end=start), new_text=result.code)],
@@ -90,7 +101,9 @@ async def _tests(ls: PolyfuseServer, sel: Selection) -> types.WorkspaceEdit:
 ACTIONS: dict[str, ActionSpec] = {
     "explain": ActionSpec("polyfuse: explain this code", types.CodeActionKind.Source.value, _explain),
     "fix": ActionSpec("polyfuse: fix this code", types.CodeActionKind.QuickFix.value, _fix),
-    "document": ActionSpec("polyfuse: document this code", types.CodeActionKind.RefactorRewrite.value, _document),
+    "document": ActionSpec(
+        "polyfuse: document this code", types.CodeActionKind.RefactorRewrite.value, _document
+    ),
     "tests": ActionSpec("polyfuse: generate tests", types.CodeActionKind.Source.value, _tests),
 }
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from lsprotocol import types
 from pydantic import ValidationError
-from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
-from pygls.exceptions import JsonRpcException
+from pygls.exceptions import JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.uris import to_fs_path
@@ -120,7 +120,9 @@ def build_server(config_path: str | None = None) -> PolyfuseServer:
         root = ls.workspace.root_path
         if root:
             ls.root = Path(root)
-        path = ls.config_path or (str(ls.root / "polyfuse.toml") if (ls.root / "polyfuse.toml").is_file() else None)
+        path = ls.config_path or (
+            str(ls.root / "polyfuse.toml") if (ls.root / "polyfuse.toml").is_file() else None
+        )
         try:
             ls.config = load_config(path)
             options = params.initialization_options or {}
@@ -166,7 +168,9 @@ def build_server(config_path: str | None = None) -> PolyfuseServer:
         uri = params.text_document.uri
         result = await ls.guarded(uri, lambda: completion_at(ls, uri, params.position))
         rng = types.Range(start=params.position, end=params.position)
-        return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=result.insertion, range=rng)])
+        return types.InlineCompletionList(
+            items=[types.InlineCompletionItem(insert_text=result.insertion, range=rng)]
+        )
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=["."]))
     async def completion(ls: PolyfuseServer, params: types.CompletionParams) -> types.CompletionList:
@@ -184,7 +188,10 @@ def build_server(config_path: str | None = None) -> PolyfuseServer:
 
     kinds = [types.CodeActionKind.QuickFix, types.CodeActionKind.RefactorRewrite, types.CodeActionKind.Source]
 
-    @server.feature(types.TEXT_DOCUMENT_CODE_ACTION, types.CodeActionOptions(code_action_kinds=kinds, resolve_provider=True))
+    @server.feature(
+        types.TEXT_DOCUMENT_CODE_ACTION,
+        types.CodeActionOptions(code_action_kinds=kinds, resolve_provider=True),
+    )
     async def code_action(ls: PolyfuseServer, params: types.CodeActionParams) -> list[types.CodeAction]:
         uri = params.text_document.uri
         ls.workspace.get_text_document(uri)
@@ -198,7 +205,7 @@ def build_server(config_path: str | None = None) -> PolyfuseServer:
                 continue
             data = {"uri": uri, "range": [params.range.start.line, params.range.end.line], "action": name}
             action = types.CodeAction(title=spec.title, kind=spec.kind, data=data)
-            out.append(action if lazy else await ls.guarded(uri, lambda a=action: resolve_action(ls, a)))
+            out.append(action if lazy else await ls.guarded(uri, partial(resolve_action, ls, action)))
         return out
 
     @server.feature(types.CODE_ACTION_RESOLVE)

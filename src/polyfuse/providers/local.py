@@ -248,6 +248,7 @@ class LocalModel(ChatModel):
         engine = self.runtime.engine(self._locate())
         if self._kind is None:
             self._kind = "chat" if engine.template else "base"
+        stops: list[str]
         with engine.lock, self.runtime.tracking():
             if raw is not None:
                 tokens, stops = list(engine.llm.tokenize(raw.encode("utf-8"), add_bos=True, special=True)), []
