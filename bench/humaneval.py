@@ -61,7 +61,8 @@ async def one_problem(env: CodeEnv, problem: dict[str, str]) -> dict[str, object
         if result.verdict.skipped:
             status = "single survivor"
         candidates = result.candidates
-    except AllMembersFailedError:
+    except AllMembersFailedError as exc:
+        print(f"  all members failed: {exc}", flush=True)
         fused_member, status, candidates = None, "all failed", []
     except NoSurvivorsError as exc:
         best = best_failing(exc.candidates, suite.scores)

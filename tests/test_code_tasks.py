@@ -153,10 +153,12 @@ async def test_generate_runs_the_given_tests_and_stops_an_infinite_loop(tmp_path
         "right": ScriptedModel("right", default=right),
         "judge": ScriptedModel("judge", default="{}"),
     }
-    env = make_env(models, ["loop", "escape", "right"], sandbox_timeout=3)
+    env = make_env(models, ["loop", "escape", "right"], sandbox_timeout=12)
     result = await generate(env, "increment", tests=tests)
     cands = {c.member: c for c in result.fusion.candidates}
-    assert cands["scripted/loop"].status == "rejected" and "timed out" in cands["scripted/loop"].error
+    loop_error = cands["scripted/loop"].error
+    assert cands["scripted/loop"].status == "rejected"
+    assert "timed out" in loop_error or "SIGXCPU" in loop_error or "SIGKILL" in loop_error
     assert cands["scripted/escape"].status == "rejected" and not (tmp_path / "escaped.txt").exists()
     assert result.code.strip().endswith("return n + 1") and cands["scripted/right"].checks[-1].passed
 

@@ -166,9 +166,23 @@ def clean_completion(text: str, task: FimTask, from_chat: bool) -> str:
             text = text.lstrip()[len(line_start.strip()) :]
         if task.prefix.strip() and text.startswith(task.prefix):
             text = text[len(task.prefix) :]
-        text = text.rstrip("\n")
+        text = _drop_restated(text, task.prefix).rstrip("\n")
     text = _cut_at_suffix(text, task.suffix)
     return _cut_at_dedent(text, task.prefix)
+
+
+_DOCSTRING = re.compile(r'^\s*[rbu]?("""|\'\'\')[\s\S]*?\1[ \t]*\n', re.I)
+
+
+def _drop_restated(text: str, prefix: str) -> str:
+    """Chat models often restate the function being completed (signature, docstring): keep only the body."""
+    known = {ln.strip() for ln in prefix.splitlines() if ln.strip().startswith(("def ", "async def ", "class "))}
+    lines = text.splitlines(keepends=True)
+    last = max((i for i, ln in enumerate(lines) if ln.strip() in known), default=None)
+    if last is None:
+        return text
+    body = "".join(lines[last + 1 :])
+    return _DOCSTRING.sub("", body, count=1)
 
 
 def _cut_at_suffix(text: str, suffix: str) -> str:
