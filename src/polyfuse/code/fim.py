@@ -176,7 +176,9 @@ _DOCSTRING = re.compile(r'^\s*[rbu]?("""|\'\'\')[\s\S]*?\1[ \t]*\n', re.I)
 
 def _drop_restated(text: str, prefix: str) -> str:
     """Chat models often restate the function being completed (signature, docstring): keep only the body."""
-    known = {ln.strip() for ln in prefix.splitlines() if ln.strip().startswith(("def ", "async def ", "class "))}
+    known = {
+        ln.strip() for ln in prefix.splitlines() if ln.strip().startswith(("def ", "async def ", "class "))
+    }
     lines = text.splitlines(keepends=True)
     last = max((i for i, ln in enumerate(lines) if ln.strip() in known), default=None)
     if last is None:
