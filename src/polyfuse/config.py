@@ -15,6 +15,7 @@ from typing import Any, Literal
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .code.settings import CodeSettings
 from .errors import ConfigError
 from .fusion.request import FusionRequest
 from .providers.base import MemberSpec, parse_member, parse_pool
@@ -144,6 +145,7 @@ class Config(_Strict):
     prices: dict[str, Price] = Field(default_factory=dict)
     local: LocalSettings = Field(default_factory=LocalSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    code: CodeSettings = Field(default_factory=CodeSettings)
     source: str | None = Field(default=None, exclude=True)  # file it came from, for messages
 
     def all_presets(self) -> dict[str, Preset]:

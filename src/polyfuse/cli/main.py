@@ -33,11 +33,13 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from . import models, run, serve
+    from . import code, lsp, models, run, serve
 
     cli.add_command(run.run)
     cli.add_command(models.models)
     cli.add_command(serve.serve)
+    cli.add_command(code.code)
+    cli.add_command(lsp.lsp)
 
 
 _register()

@@ -39,11 +39,14 @@ from .judge import (
 from .request import FusionRequest
 from .strategies import Outcome, get_strategy
 
-__all__ = ["FusionContext", "Screen", "fuse", "fuse_events"]
+__all__ = ["Adapt", "FusionContext", "Screen", "fuse", "fuse_events"]
 
 # Checks run on a round's candidates before any judge sees them (the code assistant runs code here). It
 # returns the candidates with ``checks`` filled and status "rejected" for those that failed; others untouched.
 Screen = Callable[[list[Candidate]], Awaitable[list[Candidate]]]
+# Wraps each resolved pool model for one run, e.g. to phrase the prompt in that model's own format (the code
+# assistant's fill-in-the-middle templates). The judge is never adapted.
+Adapt = Callable[[MemberSpec, ChatModel], ChatModel]
 
 
 @dataclass
@@ -175,9 +178,11 @@ class FusionContext:
 
 
 def _resolve(
-    request: FusionRequest, hub: ProviderHub, needs_judge: bool
+    request: FusionRequest, hub: ProviderHub, needs_judge: bool, adapt: Adapt | None = None
 ) -> tuple[dict[str, ChatModel], ChatModel | None]:
     models = {spec.id: hub.model(spec.model) for spec in request.pool}
+    if adapt is not None:
+        models = {spec.id: adapt(spec, models[spec.id]) for spec in request.pool}
     judge = hub.model(request.judge) if needs_judge and request.judge else None
     return models, judge
 
@@ -199,16 +204,17 @@ async def fuse(
     *,
     on_event: EventSink | None = None,
     screen: Screen | None = None,
+    adapt: Adapt | None = None,
 ) -> FusionResult:
     """Run one fusion. Creates (and closes) a default hub when none is given. ``screen`` checks each round's
-    candidates before the judge; rejected ones never reach it."""
+    candidates before the judge; rejected ones never reach it. ``adapt`` wraps each member's model."""
     if hub is None:
         async with ProviderHub() as own_hub:
-            return await fuse(request, own_hub, on_event=on_event, screen=screen)
+            return await fuse(request, own_hub, on_event=on_event, screen=screen, adapt=adapt)
     emit = on_event or null_sink
     strategy = get_strategy(request.mode)
     started = time.perf_counter()
-    models, judge = _resolve(request, hub, strategy.uses_judge)
+    models, judge = _resolve(request, hub, strategy.uses_judge, adapt)
     if request.max_cost is not None:
         check_budget(request, hub, strategy.judge_calls(request), strategy.member_rounds(request))
     ctx = FusionContext(
@@ -297,7 +303,11 @@ def _result(ctx: FusionContext, outcome: Outcome, started: float) -> FusionResul
 
 
 async def fuse_events(
-    request: FusionRequest, hub: ProviderHub | None = None, *, screen: Screen | None = None
+    request: FusionRequest,
+    hub: ProviderHub | None = None,
+    *,
+    screen: Screen | None = None,
+    adapt: Adapt | None = None,
 ) -> AsyncIterator[FusionEvent]:
     """Run a fusion and yield its events as they happen; the last one is ``done`` (with the result).
 
@@ -307,7 +317,7 @@ async def fuse_events(
 
     async def runner() -> None:
         try:
-            await fuse(request, hub, on_event=queue.put_nowait, screen=screen)
+            await fuse(request, hub, on_event=queue.put_nowait, screen=screen, adapt=adapt)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, re-raised there

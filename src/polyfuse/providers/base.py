@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
-from ..errors import ConfigError, UpstreamError
+from ..errors import BadUpstreamRequestError, ConfigError, UpstreamError
 from ..types import Completion, GenerationParams, Message
 
 __all__ = [
@@ -46,10 +46,15 @@ class ChatModel(ABC):
     id: str
     kind: ModelKind = "chat"
     supports_json_schema: bool = False
+    supports_text_completion: bool = False  # ``stream_text``: raw prompt in, continuation out (FIM, prefix)
 
     @abstractmethod
     def stream(self, messages: Sequence[Message], params: GenerationParams) -> AsyncIterator[StreamEvent]:
         """Generate, yielding text deltas then the final Completion."""
+
+    def stream_text(self, prompt: str, params: GenerationParams) -> AsyncIterator[StreamEvent]:
+        """Continue a raw text prompt (no chat template): fill-in-the-middle and prefix completion."""
+        raise BadUpstreamRequestError(f"{self.id} does not support raw text completion")
 
     async def complete(self, messages: Sequence[Message], params: GenerationParams) -> Completion:
         final: Completion | None = None

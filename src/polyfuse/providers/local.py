@@ -218,6 +218,7 @@ _END = object()
 
 class LocalModel(ChatModel):
     supports_json_schema = True
+    supports_text_completion = True
 
     def __init__(
         self, model_id: str, runtime: LocalRuntime, locate: Callable[[], Path], kind: ModelKind | None
@@ -238,15 +239,20 @@ class LocalModel(ChatModel):
         emit: Callable[[object], None],
         stop_flag: threading.Event,
         start: float,
+        raw: str | None = None,
     ) -> None:
-        """Worker-thread body: generate under the model lock, emitting Deltas then one Completion."""
+        """Worker-thread body: generate under the model lock, emitting Deltas then one Completion. ``raw`` is
+        a prompt used verbatim (no chat template, no transcript, no default stops)."""
         if stop_flag.is_set():
             return
         engine = self.runtime.engine(self._locate())
         if self._kind is None:
             self._kind = "chat" if engine.template else "base"
+        stops: list[str]
         with engine.lock, self.runtime.tracking():
-            if self._kind == "chat":
+            if raw is not None:
+                tokens, stops = list(engine.llm.tokenize(raw.encode("utf-8"), add_bos=True, special=True)), []
+            elif self._kind == "chat":
                 tokens, stops = engine.chat_tokens(messages)
             else:
                 tokens, stops = engine.base_tokens(messages), [] if params.json_schema else list(BASE_STOPS)
@@ -309,8 +315,14 @@ class LocalModel(ChatModel):
             )
         )
 
-    async def stream(
-        self, messages: Sequence[Message], params: GenerationParams
+    def stream(self, messages: Sequence[Message], params: GenerationParams) -> AsyncIterator[StreamEvent]:
+        return self._stream(messages, params, None)
+
+    def stream_text(self, prompt: str, params: GenerationParams) -> AsyncIterator[StreamEvent]:
+        return self._stream([], params, prompt)
+
+    async def _stream(
+        self, messages: Sequence[Message], params: GenerationParams, raw: str | None
     ) -> AsyncIterator[StreamEvent]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
@@ -325,7 +337,7 @@ class LocalModel(ChatModel):
 
         def work() -> None:
             try:
-                self._generate(messages, params, emit, stop_flag, start)
+                self._generate(messages, params, emit, stop_flag, start, raw)
             except ProviderError as exc:
                 emit(exc)
             except (

@@ -1,0 +1,220 @@
+"""``polyfuse code ...``: complete, generate, transform, debug, review, tests. Thin: parse, call, render.
+
+The result goes to stdout (the completion, the code, the diff, the review); the candidates with their check
+outcomes, the verdict and any redactions go to stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from ..code.checks import describe_no_survivors
+from ..code.task import CodeEnv
+from ..config import load_config
+from ..errors import InvalidRequestError, NoSurvivorsError
+from ..providers.registry import ProviderHub
+from ..types import FusionResult
+from .render import report
+
+__all__ = ["code"]
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _common(fn: F) -> F:
+    for option in reversed(
+        [
+            click.option(
+                "--preset", help="Preset for the pool and judge (default: [code] preset or the default)."
+            ),
+            click.option("--pool", help="Comma-separated pool, e.g. 'local/smollm2-135m,local/gemma3-270m'."),
+            click.option("--judge", help="Judge model id."),
+            click.option("--mode", type=click.Choice(["best-of", "vote"]), help="best-of (default) or vote."),
+            click.option("--config", "config_path", help="Config file (default: ./polyfuse.toml)."),
+            click.option("--quiet", "-q", is_flag=True, help="Only the result, no report on stderr."),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+def _execute(opts: dict[str, Any], task: Callable[[CodeEnv], Awaitable[T]]) -> T:
+    cfg = load_config(opts.pop("config_path", None))
+    overrides = {"preset": opts.pop("preset", None), "judge": opts.pop("judge", None)}
+    pool = opts.pop("pool", None)
+    if pool:
+        overrides["pool"] = [p for p in pool.split(",")]
+    mode = opts.pop("mode", None)
+
+    async def main() -> T:
+        async with ProviderHub(cfg) as hub:
+            env = CodeEnv.create(cfg, hub, mode=mode, **overrides)
+            return await task(env)
+
+    try:
+        return asyncio.run(main())
+    except NoSurvivorsError as exc:
+        click.echo(describe_no_survivors(exc, getattr(exc, "scores", None)), err=True)
+        sys.exit(1)
+
+
+def _report(result: FusionResult | None, redactions: tuple[str, ...], quiet: bool) -> None:
+    if quiet:
+        return
+    if redactions:
+        click.echo("redacted before sending: " + "; ".join(redactions), err=True)
+    if result is None:
+        return
+    click.echo("checks:", err=True)
+    for c in result.candidates:
+        marks = (
+            ", ".join(f"{k.name} {'ok' if k.passed else 'FAILED'} ({k.detail})" for k in c.checks)
+            or "no checks"
+        )
+        click.echo(f"  [{c.status}] {c.member}: {marks}", err=True)
+    click.echo(report(result), err=True)
+
+
+def _range(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    start, sep, end = text.partition(":")
+    try:
+        return int(start), int(end if sep else start)
+    except ValueError:
+        raise InvalidRequestError(
+            f"--range must be START:END line numbers, e.g. 10:20 (got {text!r})"
+        ) from None
+
+
+@click.group()
+def code() -> None:
+    """Code assistant: candidates are checked by running them before the judge ranks the survivors."""
+
+
+@code.command()
+@click.argument("file")
+@click.option("--line", type=int, required=True, help="1-based line of the cursor.")
+@click.option("--col", type=int, required=True, help="1-based column of the cursor.")
+@click.option(
+    "--fast",
+    is_flag=True,
+    help="Return the first candidate that passes its checks within the latency budget.",
+)
+@_common
+def complete(file: str, line: int, col: int, fast: bool, quiet: bool, **opts: Any) -> None:
+    """Fill in the code at FILE:LINE:COL."""
+    from ..code.complete import complete as run
+
+    result = _execute(opts, lambda env: run(env, Path(file), line, col, fast=fast))
+    click.echo(result.insertion)
+    _report(result.fusion, result.redactions, quiet)
+
+
+@code.command()
+@click.argument("description")
+@click.option("--lang", default="python", show_default=True)
+@click.option("--tests", "tests_file", help="A test file the code must pass.")
+@click.option("--module", default="solution", show_default=True, help="Module name the tests import.")
+@_common
+def generate(
+    description: str, lang: str, tests_file: str | None, module: str, quiet: bool, **opts: Any
+) -> None:
+    """New code from a DESCRIPTION."""
+    from ..code.generate import generate as run
+
+    tests = Path(tests_file) if tests_file else None
+    result = _execute(opts, lambda env: run(env, description, lang=lang, tests=tests, module=module))
+    click.echo(result.code, nl=False)
+    _report(result.fusion, result.redactions, quiet)
+
+
+@code.command()
+@click.argument("file")
+@click.argument("instruction")
+@click.option("--range", "line_range", help="Lines to change, START:END (1-based, inclusive).")
+@click.option("--apply", is_flag=True, help="Write the change to FILE (atomically).")
+@_common
+def transform(
+    file: str, instruction: str, line_range: str | None, apply: bool, quiet: bool, **opts: Any
+) -> None:
+    """Edit FILE as the INSTRUCTION says; print the change as a unified diff."""
+    from ..code.transform import transform as run
+
+    rng = _range(line_range)
+    result = _execute(opts, lambda env: run(env, Path(file), instruction, line_range=rng, apply=apply))
+    click.echo(result.diff, nl=False)
+    _report(result.fusion, result.redactions, quiet)
+    if apply and not quiet:
+        click.echo(f"applied to {file}", err=True)
+
+
+@code.command()
+@click.option(
+    "--cmd", help="The failing command, e.g. 'pytest -x'. Without it, a traceback is read from stdin."
+)
+@click.option("--file", "files", multiple=True, help="A file to show the pool (repeatable).")
+@click.option("--verify", is_flag=True, help="Re-run the command on each candidate fix in a scratch copy.")
+@click.option("--root", default=".", help="Project directory (default: the current one).")
+@_common
+def debug(cmd: str | None, files: tuple[str, ...], verify: bool, root: str, quiet: bool, **opts: Any) -> None:
+    """Explain a failure and propose a fix as a diff."""
+    from ..code.debug import debug as run
+
+    traceback = None if cmd is not None or sys.stdin.isatty() else sys.stdin.read()
+    result = _execute(
+        opts,
+        lambda env: run(
+            env, root=Path(root), cmd=cmd, traceback=traceback, files=[Path(f) for f in files], verify=verify
+        ),
+    )
+    click.echo(result.explanation + "\n")
+    click.echo(result.diff, nl=False)
+    _report(result.fusion, result.redactions, quiet)
+
+
+@code.command()
+@click.option("--base", default="main", show_default=True, help="Branch, tag or commit to diff against.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json", "sarif"]), default="text", show_default=True
+)
+@click.option(
+    "--min-severity",
+    type=click.Choice(["low", "medium", "high", "critical"]),
+    help="Hide comments below this.",
+)
+@click.option("--root", default=".", help="The git work tree (default: the current directory).")
+@_common
+def review(base: str, fmt: str, min_severity: str | None, root: str, quiet: bool, **opts: Any) -> None:
+    """Review the changes against BASE."""
+    from ..code.review import review as run
+    from ..code.review_format import FORMATS
+
+    result = _execute(opts, lambda env: run(env, Path(root), base=base, min_severity=min_severity))
+    click.echo(FORMATS[fmt](result))
+    _report(result.fusion, result.redactions, quiet or fmt != "text")
+
+
+@code.command()
+@click.argument("file")
+@click.option("--function", help="Only this function (or class).")
+@click.option("--output", help="Write the tests to this file (atomically) instead of stdout.")
+@_common
+def tests(file: str, function: str | None, output: str | None, quiet: bool, **opts: Any) -> None:
+    """Generate unit tests for FILE; kept only if they pass against the code."""
+    from ..code.edits import atomic_write
+    from ..code.testgen import generate_tests
+
+    result = _execute(opts, lambda env: generate_tests(env, Path(file), function=function))
+    if output:
+        atomic_write(Path(output), result.code)
+    else:
+        click.echo(result.code, nl=False)
+    _report(result.fusion, result.redactions, quiet)

@@ -1,0 +1,245 @@
+"""``review``: review a git diff. Each member answers JSON comments (file, line, severity, category, message,
+suggestion); a review must parse and its comments must point into the diff before the judge ranks the reviews.
+Comments from every surviving review are merged: where members disagree (one flags an issue others did not, or
+they rate it differently) the comment says so. A style guide (``.polyfuse/styleguide.md``) and a severity
+threshold apply."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidRequestError
+from ..types import Candidate, FusionResult, Message
+from .checks import CheckFailed, CheckSuite, Program
+from .context import RepoFilter
+from .settings import SEVERITIES
+from .task import CodeEnv
+
+__all__ = ["ReviewComment", "ReviewResult", "review", "CATEGORIES", "changed_lines", "git_diff"]
+
+CATEGORIES = ("correctness", "security", "efficiency", "maintainability")
+_MAX_COMMENTS = 6
+_NEAR = 3  # lines: comments this close on the same file and category are the same issue
+
+
+@dataclass
+class ReviewComment:
+    file: str
+    line: int
+    severity: str
+    category: str
+    message: str
+    suggestion: str = ""
+    raised_by: list[str] = field(default_factory=list)
+    disagreement: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ReviewResult:
+    comments: list[ReviewComment]
+    base: str
+    fusion: FusionResult
+    styleguide: str | None = None
+    filtered: int = 0  # comments below the severity threshold
+    redactions: tuple[str, ...] = ()
+
+
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=False)
+
+
+def git_diff(root: Path, base: str) -> str:
+    if not root.is_dir():
+        raise InvalidRequestError(f"{root} is not a directory")
+    if _git(root, "rev-parse", "--is-inside-work-tree").returncode != 0:
+        raise InvalidRequestError(f"{root} is not a git repository; review needs one")
+    if _git(root, "rev-parse", "--verify", "--quiet", f"{base}^{{commit}}").returncode != 0:
+        raise InvalidRequestError(f"unknown base '{base}' in {root}: name a branch, tag or commit")
+    res = _git(root, "diff", "--no-color", "--no-ext-diff", "--unified=3", base, "--")
+    if res.returncode != 0:
+        raise InvalidRequestError(f"git diff failed: {res.stderr.strip()}")
+    return res.stdout
+
+
+def _split_files(diff: str) -> dict[str, str]:
+    parts: dict[str, str] = {}
+    for chunk in re.split(r"(?m)^(?=diff --git )", diff):
+        m = re.search(r"^\+\+\+ b/(.+)$", chunk, re.M)
+        if m:
+            parts[m.group(1).strip()] = chunk
+    return parts
+
+
+def changed_lines(file_diff: str) -> set[int]:
+    """New-side line numbers of added lines and their hunk context."""
+    lines: set[int] = set()
+    new = 0
+    for line in file_diff.splitlines():
+        m = re.match(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,\d+)? @@", line)
+        if m:
+            new = int(m.group(1))
+            continue
+        if new and line.startswith(("+", " ")) and not line.startswith("+++"):
+            lines.add(new)
+            new += 1
+    return lines
+
+
+def _schema() -> dict[str, Any]:
+    comment = {
+        "type": "object",
+        "properties": {
+            "file": {"type": "string", "maxLength": 200},
+            "line": {"type": "integer"},
+            "severity": {"type": "string", "enum": list(SEVERITIES)},
+            "category": {"type": "string", "enum": list(CATEGORIES)},
+            "message": {"type": "string", "maxLength": 300},
+            "suggestion": {"type": "string", "maxLength": 300},
+        },
+        "required": ["file", "line", "severity", "category", "message", "suggestion"],
+        "additionalProperties": False,
+    }
+    return {
+        "type": "object",
+        "properties": {"comments": {"type": "array", "items": comment, "maxItems": _MAX_COMMENTS}},
+        "required": ["comments"],
+        "additionalProperties": False,
+    }
+
+
+def _parse(text: str) -> list[dict[str, Any]]:
+    start, end = text.find("{"), text.rfind("}")
+    try:
+        data = json.loads(text[start : end + 1], strict=False) if start != -1 else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("comments"), list):
+        raise CheckFailed("parses", 'the review is not a JSON object with a "comments" list')
+    return [c for c in data["comments"] if isinstance(c, dict)]
+
+
+def _comment(raw: dict[str, Any], files: dict[str, set[int]]) -> ReviewComment | None:
+    path = str(raw.get("file", "")).strip().removeprefix("b/").removeprefix("./")
+    path = next((f for f in files if f == path or f.endswith("/" + path)), path)
+    try:
+        line = int(raw.get("line", 0))
+    except (TypeError, ValueError):
+        return None
+    if path not in files or not any(abs(line - n) <= _NEAR for n in files[path]):
+        return None
+    severity = str(raw.get("severity", "medium")).lower()
+    category = str(raw.get("category", "maintainability")).lower()
+    return ReviewComment(
+        path,
+        line,
+        severity if severity in SEVERITIES else "medium",
+        category if category in CATEGORIES else "maintainability",
+        str(raw.get("message", "")).strip(),
+        str(raw.get("suggestion", "")).strip(),
+    )
+
+
+def _prompt(diff: str, styleguide: str | None) -> list[Message]:
+    guide = f"Follow this repository's style guide:\n{styleguide}\n\n" if styleguide else ""
+    user = (
+        f"{guide}Review this change. Report real problems only, each with the file, the line number in the new "
+        "version, a severity (low, medium, high, critical), a category (correctness, security, efficiency, "
+        'maintainability), a message and a suggested change. Reply with JSON: {"comments": [...]} (an empty '
+        f"list if the change is fine).\n\n```diff\n{diff}\n```"
+    )
+    return [
+        Message(role="system", content="You are a careful senior code reviewer."),
+        Message(role="user", content=user),
+    ]
+
+
+async def review(
+    env: CodeEnv, root: Path, *, base: str = "main", min_severity: str | None = None
+) -> ReviewResult:
+    root = root.resolve()
+    diff = git_diff(root, base)
+    rf = RepoFilter(root)
+    per_file = {f: d for f, d in _split_files(diff).items() if not rf.ai_excluded(root / f)}
+    if not per_file:
+        raise InvalidRequestError(f"nothing to review: no changes against {base}")
+    files = {f: changed_lines(d) for f, d in per_file.items()}
+    guide_path = root / env.settings.styleguide
+    styleguide = guide_path.read_text(encoding="utf-8") if guide_path.is_file() else None
+    shown = "".join(env.prepare(d, f) for f, d in per_file.items())
+
+    def materialise(c: Candidate) -> Program:
+        raw = _parse(env.redactor.restore(c.text))
+        comments = [cm for cm in (_comment(r, files) for r in raw) if cm is not None and cm.message]
+        if raw and not comments:
+            raise CheckFailed(
+                "anchored", f"none of the {len(raw)} comments points at a changed line of the diff"
+            )
+        return Program(
+            {"review.json": c.text}, "review.json", "json", {"comments": comments, "raw": len(raw)}
+        )
+
+    suite = CheckSuite(materialise, [])
+    result = await env.fuse(_prompt(shown, styleguide), screen=suite, json_schema=_schema())
+    merged = merge_comments(suite, result)
+    threshold = SEVERITIES.index(min_severity or env.settings.min_severity)
+    kept = [c for c in merged if SEVERITIES.index(c.severity) >= threshold]
+    return ReviewResult(kept, base, result, styleguide, len(merged) - len(kept), tuple(env.redactor.report()))
+
+
+def merge_comments(suite: CheckSuite, result: FusionResult) -> list[ReviewComment]:
+    """Union of every surviving review's comments, the same issue merged, disagreement noted."""
+    reviewers = [c.member for c in result.candidates if c.ok and c.member in suite.programs]
+    chosen = result.verdict.choice
+    order = sorted(reviewers, key=lambda m: m != chosen)  # the judge's pick leads
+    clusters: list[list[tuple[str, ReviewComment]]] = []
+    for member in order:
+        for cm in suite.programs[member].data["comments"]:  # type: ignore[attr-defined]
+            home = next(
+                (
+                    cl
+                    for cl in clusters
+                    if cl[0][1].file == cm.file
+                    and cl[0][1].category == cm.category
+                    and abs(cl[0][1].line - cm.line) <= _NEAR
+                    and all(m != member for m, _ in cl)
+                ),
+                None,
+            )
+            (home.append((member, cm)) if home is not None else clusters.append([(member, cm)]))
+    out = []
+    for cl in clusters:
+        lead = cl[0][1]
+        by = [m for m, _ in cl]
+        note = []
+        if len(reviewers) > 1 and len(by) < len(reviewers):
+            others = [m for m in reviewers if m not in by]
+            note.append(
+                f"raised by {len(by)} of {len(reviewers)} reviewers ({', '.join(by)}); not by {', '.join(others)}"
+            )
+        severities = {cm.severity for _, cm in cl}
+        if len(severities) > 1:
+            note.append(
+                "reviewers disagree on severity: " + ", ".join(f"{cm.severity} ({m})" for m, cm in cl)
+            )
+        top = max(severities, key=SEVERITIES.index)
+        out.append(
+            ReviewComment(
+                lead.file,
+                lead.line,
+                top,
+                lead.category,
+                lead.message,
+                lead.suggestion,
+                by,
+                "; ".join(note) or None,
+            )
+        )
+    return sorted(out, key=lambda c: (-SEVERITIES.index(c.severity), c.file, c.line))
