@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .errors import ConfigError
 from .fusion.request import FusionRequest
 from .providers.base import MemberSpec, parse_member, parse_pool
+from .store.settings import LogSettings
 from .types import GenerationParams, Message
 
 __all__ = [
@@ -142,6 +143,7 @@ class Config(_Strict):
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     prices: dict[str, Price] = Field(default_factory=dict)
     local: LocalSettings = Field(default_factory=LocalSettings)
+    log: LogSettings = Field(default_factory=LogSettings)  # the run log: [log] path/url, store_text
     source: str | None = Field(default=None, exclude=True)  # file it came from, for messages
 
     def all_presets(self) -> dict[str, Preset]:

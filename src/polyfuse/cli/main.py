@@ -33,10 +33,11 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from . import models, run
+    from . import log, models, run
 
     cli.add_command(run.run)
     cli.add_command(models.models)
+    cli.add_command(log.log)
 
 
 _register()
