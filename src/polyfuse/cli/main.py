@@ -33,11 +33,13 @@ def cli() -> None:
 
 
 def _register() -> None:
+    from . import eval as eval_cli
     from . import log, models, run
 
     cli.add_command(run.run)
     cli.add_command(models.models)
     cli.add_command(log.log)
+    cli.add_command(eval_cli.eval_command)
 
 
 _register()
