@@ -141,7 +141,7 @@ def eval_command(
         console = Console(highlight=False) if sys.stdout.isatty() else Console(highlight=False, width=200)
         console.print(render_table(result.report))
         for line in summary_lines(result.report):
-            console.print(line, markup=False)
+            click.echo(line)  # unwrapped: these lines are read (and grepped) whole
     if result.resumed:
         click.echo(f"resumed: {result.resumed} result(s) came from an earlier run", err=True)
     click.echo(f"results: {result.results_path}", err=True)
