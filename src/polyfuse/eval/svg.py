@@ -45,6 +45,16 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}"
 
 
+def _free_spot(
+    x: float, y: float, width: float, placed: list[tuple[float, float, float]]
+) -> tuple[float, float]:
+    """Move a label down, line by line, until it overlaps no label already drawn (points often coincide)."""
+    while any(abs(y - py) < 13 and x < px + pw and px < x + width for px, py, pw in placed):
+        y += 14
+    placed.append((x, y, width))
+    return x, y
+
+
 def scatter(points: Sequence[Point], x_label: str, y_label: str, width: int = 640, height: int = 380) -> str:
     """Points with vertical error bars; y is a share (0..1) shown in percent."""
     left, right, top, bottom = 64, 24, 16, 48
@@ -75,9 +85,11 @@ def scatter(points: Sequence[Point], x_label: str, y_label: str, width: int = 64
     )
     out.append(f'<text transform="translate(14 {(top + height - bottom) / 2}) rotate(-90)" text-anchor="middle">'
                f"{escape(y_label)}</text>")  # fmt: skip
+    placed: list[tuple[float, float, float]] = []  # labels drawn so far: x, y, width
     for p in points:
         colour = PALETTE.get(p.kind, "#888")
         cx, cy = px(p.x), py(p.y)
+        lx, ly = _free_spot(cx + 9, cy - 7, 7.0 * len(p.label), placed)
         tip = escape(
             f"{p.label}: {100 * p.y:.0f}% [{100 * p.y_low:.0f}-{100 * p.y_high:.0f}], {x_label} {_fmt(p.x)}"
         )
@@ -85,14 +97,15 @@ def scatter(points: Sequence[Point], x_label: str, y_label: str, width: int = 64
         out.append(f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{py(p.y_low):.1f}" y2="{py(p.y_high):.1f}" '
                    f'stroke="{colour}" stroke-width="2" opacity="0.6"/>')  # fmt: skip
         out.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="6" fill="{colour}"/>')
-        out.append(f'<text x="{cx + 9:.1f}" y="{cy - 7:.1f}">{escape(p.label)}</text></g>')
+        out.append(f'<text x="{lx:.1f}" y="{ly:.1f}">{escape(p.label)}</text></g>')
     out.append("</svg>")
     return "\n".join(out)
 
 
 def boxplots(series: Sequence[tuple[str, str, Sequence[float]]], x_label: str, width: int = 640) -> str:
     """One horizontal box per (label, kind, values): whiskers min-max, box p25-p75, median bar, p90 tick."""
-    left, right, top, row = 170, 24, 12, 30
+    longest = max((len(label) for label, _, _ in series), default=10)
+    left, right, top, row = min(320, 16 + 7 * longest), 24, 12, 30
     height = top + row * len(series) + 44
     vmax = max((max(v) for _, _, v in series if v), default=1.0) or 1.0
     xs = _ticks(0.0, vmax * 1.05)
