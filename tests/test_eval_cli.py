@@ -188,3 +188,29 @@ def test_list_datasets(project):
     cwd, _ = project
     proc = run("eval", "--list-datasets", cwd=cwd)
     assert proc.returncode == 0 and "humaneval" in proc.stdout and "arith" in proc.stdout
+
+
+def test_progress_bar_on_a_terminal(project):
+    import pty
+
+    cwd, _ = project
+    pid, fd = pty.fork()
+    if pid == 0:  # child: stdout and stderr are the terminal
+        os.chdir(cwd)
+        argv = [*POLYFUSE, "eval", "sums.jsonl", *ARGS, "--out", "tty"]
+        os.execve(sys.executable, argv, {**ENV, "COLUMNS": "160", "TERM": "xterm"})
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    _, status = os.waitpid(pid, 0)
+    out = b"".join(chunks).decode("utf-8", "replace")
+    assert os.waitstatus_to_exitcode(status) == 0, out
+    assert "━" in out and "/36" in out  # rich's bar with done/total, redrawn as arms finish
+    assert "progress:" not in out  # the line-per-tenth fallback is for pipes only
+    assert "recommendation:" in out

@@ -221,3 +221,50 @@ async def test_debate_oracle_counts_the_final_round(tmp_path):
         ("scripted/alpha", True),
         ("scripted/bravo", True),
     ]
+
+
+async def test_concurrency_limits_items_in_flight(tmp_path):
+    seen: list[int] = []
+
+    def slow(name):
+        def answer(messages):
+            seen.append(models[name].active)  # calls of this model running right now, this one included
+            return f"{name} says {2 * _item(messages)}"
+
+        return Reply(fn=answer, delay=0.05)
+
+    models = {
+        "alpha": ScriptedModel("alpha", default=slow("alpha")),
+        "bravo": ScriptedModel("bravo", default=slow("bravo")),
+    }
+    spec = EvalSpec(_dataset(8), parse_pool("scripted/alpha,scripted/bravo"), modes=["single", "vote"],
+                    equal_budget=False, concurrency=3)  # fmt: skip
+    async with scripted_hub(models) as hub:
+        out = await evaluate(spec, hub, tmp_path)
+    assert out.report.arm("vote").correct == 8
+    assert max(seen) == 3  # items really overlap, and never more than three at once
+
+
+async def test_rubric_grader_is_reported_apart(tmp_path):
+    lines = [json.dumps({"id": f"r{i}", "prompt": f"Explain {i}", "scorer": "rubric", "rubric": "mentions X"})
+             for i in range(3)]  # fmt: skip
+    ds = parse_lines(lines, name="explain", source="test")
+    grader = ScriptedModel(
+        "grader",
+        default=Reply(fn=lambda m: json.dumps({"verdict": "pass" if "X" in m[-1].content.split("grade:")[1] else "fail",
+                                               "reason": "r"}), usage=Usage(prompt_tokens=50, completion_tokens=10), cost=0.01),
+    )  # fmt: skip
+    models = {"alpha": ScriptedModel("alpha", default="It is X."), "bravo": ScriptedModel("bravo", default="No idea."),
+              "grader": grader}  # fmt: skip
+    with pytest.raises(Exception, match="needs a grader model of its own"):
+        EvalSpec(ds, parse_pool("scripted/alpha,scripted/bravo"), modes=["single", "vote"])
+    spec = EvalSpec(ds, parse_pool("scripted/alpha,scripted/bravo"), modes=["single", "vote"], grader="scripted/grader",
+                    equal_budget=False)  # fmt: skip
+    async with scripted_hub(models) as hub:
+        out = await evaluate(spec, hub, tmp_path)
+    r = out.report
+    assert r.arm("single:scripted/alpha").correct == 3 and r.arm("single:scripted/bravo").correct == 0
+    assert len(grader.calls) == 6  # each distinct answer graded once per item, then reused by every arm
+    assert r.grader == {"model": "scripted/grader", "tokens": 6 * 60, "cost": pytest.approx(0.06)}
+    assert r.arm("single:scripted/alpha").cost_total == 0.0  # the grader's cost is not the arm's
+    assert any("graded by scripted/grader" in n and "LLM-as-judge" in n for n in r.notes)
