@@ -268,3 +268,29 @@ async def test_rubric_grader_is_reported_apart(tmp_path):
     assert r.grader == {"model": "scripted/grader", "tokens": 6 * 60, "cost": pytest.approx(0.06)}
     assert r.arm("single:scripted/alpha").cost_total == 0.0  # the grader's cost is not the arm's
     assert any("graded by scripted/grader" in n and "LLM-as-judge" in n for n in r.notes)
+
+
+def test_results_file_recovers_from_a_cut_line_and_refuses_damage(tmp_path):
+    from polyfuse.eval import ResultsFile, ResultsMismatchError
+    from polyfuse.eval.results import ArmResult
+
+    path = tmp_path / "results.jsonl"
+    header = {"fingerprint": "f1"}
+    rf = ResultsFile(path, header)
+    rf.add(ArmResult(item="q1", arm="vote", kind="fusion", correct=True))
+    rf.close()
+    with path.open("a") as fh:
+        fh.write('{"type": "result", "item": "q2", "ar')  # the process died mid-write
+    again = ResultsFile(path, header)
+    assert list(again.results) == [("q1", "vote")] and again.resumed == 1
+    again.add(ArmResult(item="q2", arm="vote", kind="fusion"))
+    again.close()
+    assert [json.loads(x)["type"] for x in path.read_text().splitlines()] == ["header", "result", "result"]
+    with pytest.raises(ResultsMismatchError, match="different evaluation"):
+        ResultsFile(path, {"fingerprint": "f2"})
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], "garbage", lines[2]]) + "\n")
+    with pytest.raises(ResultsMismatchError, match="line 2 is not valid JSON"):
+        ResultsFile(path, header)
+    path.write_text('{"type": "hea')  # died while writing the header
+    assert ResultsFile(path, header).results == {}

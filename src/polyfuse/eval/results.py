@@ -83,15 +83,26 @@ class ResultsFile:
             with self.path.open("r+b") as fh:
                 fh.truncate(len(raw))
         lines = raw.decode("utf-8").splitlines()
-        first = json.loads(lines[0]) if lines else {}
+        if not lines:  # killed while writing the header: start over
+            self.path.write_text(json.dumps({"type": "header", **self.header}) + "\n", encoding="utf-8")
+            return
+        parsed = []
+        for no, line in enumerate(lines, 1):
+            try:
+                parsed.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise ResultsMismatchError(
+                    f"{self.path} line {no} is not valid JSON; use --fresh to start over or another --out"
+                ) from None
+        first = dict(parsed[0])
         first.pop("type", None)
         if first.get("fingerprint") != self.header["fingerprint"]:
             raise ResultsMismatchError(
                 f"{self.path} holds results of a different evaluation (dataset, pool, judge, modes or "
                 "settings differ); use --fresh to start over or another --out"
             )
-        for line in lines[1:]:
-            self._take(json.loads(line))
+        for data in parsed[1:]:
+            self._take(data)
         self.resumed = len(self.results)
 
     def _take(self, data: dict[str, Any]) -> None:
