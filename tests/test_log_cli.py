@@ -149,6 +149,7 @@ def test_a_corrupted_log_is_refused_by_run_and_log(project):
     db.parent.mkdir()
     db.write_bytes(b"garbage" * 1000)
     _one_line_exit_2(run("run", "hi", cwd=project), "is not a SQLite database")
+    assert "(or skip the log: --no-log)" in run("run", "hi", cwd=project).stderr
     _one_line_exit_2(run("log", "list", cwd=project), "left untouched")
     assert db.read_bytes() == b"garbage" * 1000
     assert run("run", "hi", "--no-log", "-q", cwd=project).returncode == 0

@@ -16,7 +16,7 @@ from ..fusion.engine import fuse
 from ..fusion.events import EventSink, FusionEvent
 from ..fusion.request import FusionRequest
 from ..providers.registry import ProviderHub
-from ..store import RunLog, open_log
+from ..store import LogError, RunLog, open_log
 from ..types import FusionResult
 from .render import LineProgress, LiveProgress, report
 
@@ -65,7 +65,11 @@ def _run_log(cfg: Config, no_log: bool) -> Iterator[RunLog | None]:
     if no_log or not cfg.log.enabled:
         yield None
         return
-    with open_log(cfg.log) as runlog:
+    try:
+        runlog = open_log(cfg.log)
+    except LogError as exc:
+        raise type(exc)(f"{exc} (or skip the log: --no-log)") from None
+    with runlog:
         yield runlog
 
 
