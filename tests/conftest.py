@@ -1,12 +1,18 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections.abc import Callable, Sequence
 
 import pytest
 
 from polyfuse.testing import Reply, ScriptedModel, label_of
 from polyfuse.types import Message
+
+# Runs recorded by commands under test go to a throwaway run log, never the user's ($XDG_DATA_HOME/polyfuse).
+# Set before any test module copies os.environ for its subprocesses.
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="polyfuse-test-data-")
 
 
 def choose_json(labels: Sequence[str], choice: str, agreement: float = 0.5) -> str:

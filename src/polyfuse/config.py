@@ -20,6 +20,7 @@ from .errors import ConfigError
 from .fusion.request import FusionRequest
 from .providers.base import MemberSpec, parse_member, parse_pool
 from .server.settings import ServerSettings
+from .store.settings import LogSettings
 from .types import GenerationParams, Message
 
 __all__ = [
@@ -146,6 +147,7 @@ class Config(_Strict):
     local: LocalSettings = Field(default_factory=LocalSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     code: CodeSettings = Field(default_factory=CodeSettings)
+    log: LogSettings = Field(default_factory=LogSettings)  # the run log: [log] path/url, store_text
     source: str | None = Field(default=None, exclude=True)  # file it came from, for messages
 
     def all_presets(self) -> dict[str, Preset]:

@@ -33,13 +33,16 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from . import code, lsp, models, run, serve
+    from . import code, log, lsp, models, run, serve
+    from . import eval as eval_cli
 
     cli.add_command(run.run)
     cli.add_command(models.models)
     cli.add_command(serve.serve)
     cli.add_command(code.code)
     cli.add_command(lsp.lsp)
+    cli.add_command(log.log)
+    cli.add_command(eval_cli.eval_command)
 
 
 _register()

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 from rich.console import Console
 
-from ..config import load_config
-from ..errors import InvalidRequestError
+from ..config import Config, load_config
+from ..errors import FusionError, InvalidRequestError
 from ..fusion.engine import fuse
 from ..fusion.events import EventSink, FusionEvent
 from ..fusion.request import FusionRequest
 from ..providers.registry import ProviderHub
+from ..store import LogError, RunLog, open_log
 from ..types import FusionResult
 from .render import LineProgress, LiveProgress, report
 
@@ -56,6 +59,33 @@ async def _execute(request: FusionRequest, hub: ProviderHub, sink: EventSink | N
         return await fuse(request, hub, on_event=sink)
 
 
+@contextmanager
+def _run_log(cfg: Config, no_log: bool) -> Iterator[RunLog | None]:
+    """The run log, opened before the run so a broken log is refused before any model is called."""
+    if no_log or not cfg.log.enabled:
+        yield None
+        return
+    try:
+        runlog = open_log(cfg.log)
+    except LogError as exc:
+        raise type(exc)(f"{exc} (or skip the log: --no-log)") from None
+    with runlog:
+        yield runlog
+
+
+def _fuse(request: FusionRequest, hub: ProviderHub, stream: bool, interactive: bool) -> FusionResult:
+    if stream:
+        err = sys.stderr if interactive else None
+        sink: EventSink | None = _StreamPrinter(LineProgress(err) if err is not None else None)
+        result = asyncio.run(_execute(request, hub, sink))
+        sys.stdout.write("\n")
+        return result
+    if interactive:
+        with LiveProgress(Console(stderr=True, highlight=False)) as live:
+            return asyncio.run(_execute(request, hub, live))
+    return asyncio.run(_execute(request, hub, None))
+
+
 @click.command()
 @click.argument("prompt", required=False)
 @click.option("--preset", help="Preset name (built-in: local, quality, budget).")
@@ -75,6 +105,7 @@ async def _execute(request: FusionRequest, hub: ProviderHub, sink: EventSink | N
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON.")
 @click.option("--stream", is_flag=True, help="Stream the fused answer as it is written.")
 @click.option("--quiet", "-q", is_flag=True, help="Only the answer, no report.")
+@click.option("--no-log", is_flag=True, help="Do not record this run in the run log.")
 @click.option(
     "--config", "config_path", type=click.Path(dir_okay=False), help="Config file (default: ./polyfuse.toml)."
 )
@@ -89,6 +120,7 @@ def run(
     as_json: bool,
     stream: bool,
     quiet: bool,
+    no_log: bool,
     config_path: str | None,
     **limits: float | int | None,
 ) -> None:
@@ -101,15 +133,14 @@ def run(
     hub = ProviderHub(cfg)
     err = Console(stderr=True, highlight=False)
     interactive = err.is_terminal and not as_json and not quiet
-    if stream:
-        sink: EventSink | None = _StreamPrinter(LineProgress(sys.stderr) if interactive else None)
-        result = asyncio.run(_execute(request, hub, sink))
-        sys.stdout.write("\n")
-    elif interactive:
-        with LiveProgress(err) as live:
-            result = asyncio.run(_execute(request, hub, live))
-    else:
-        result = asyncio.run(_execute(request, hub, None))
+    with _run_log(cfg, no_log) as runlog:
+        try:
+            result = _fuse(request, hub, stream, interactive)
+        except FusionError as exc:
+            if runlog is not None:
+                runlog.record_error(request, exc, source="cli")
+            raise
+        run_id = runlog.record(request, result, source="cli") if runlog is not None else None
     if as_json:
         click.echo(result.model_dump_json(indent=2))
         return
@@ -118,3 +149,5 @@ def run(
     if not quiet:
         click.echo("", err=True)
         click.echo(report(result), err=True)
+        if run_id is not None:
+            click.echo(f"logged as run {run_id} (polyfuse log show {run_id})", err=True)

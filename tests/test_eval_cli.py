@@ -1,0 +1,216 @@
+"""``polyfuse eval`` as a real subprocess over a real HTTP upstream on loopback: output, bad input (exit 2),
+and resume after the process is killed mid-run, which must give the same report as a run never interrupted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from polyfuse.testing.upstream import Behaviour, FakeUpstream
+
+POLYFUSE = [sys.executable, "-m", "polyfuse.cli.main"]
+ENV = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+
+JUDGE = json.dumps(
+    {
+        "scores": {},
+        "consensus": [],
+        "contradictions": [],
+        "agreement": 0.5,
+        "choice": "A",
+        "answer": "It is 4.",
+    }
+)
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*POLYFUSE, *args], capture_output=True, text=True, cwd=cwd, env=ENV, timeout=600)
+
+
+def _dataset(path: Path, n: int = 6) -> Path:
+    lines = [
+        json.dumps(
+            {"id": f"q{i}", "prompt": f"Question {i}: 2 + {2 if i % 2 else 3}?", "answer": 4 if i % 2 else 5}
+        )
+        for i in range(1, n + 1)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A provider 'fake' whose model a always says 4, b always says 5, and a judge that picks label A."""
+    with FakeUpstream(
+        {
+            "a": Behaviour(text="The answer is 4", latency=0.15, cost=0.001),
+            "b": Behaviour(text="5", latency=0.15, cost=0.002),
+            "judge": Behaviour(text=JUDGE, latency=0.15, cost=0.0005),
+        }
+    ) as up:
+        (tmp_path / "polyfuse.toml").write_text(
+            f'[providers.fake]\nbase_url = "{up.base_url}"\nmax_retries = 0\n[log]\nenabled = false\n'
+        )
+        _dataset(tmp_path / "sums.jsonl")
+        yield tmp_path, up
+
+
+ARGS = ["--pool", "fake/a,fake/b", "--judge", "fake/judge", "--modes", "single,best-of,merge,vote",
+        "--scorer", "numeric", "--sc-k", "2"]  # fmt: skip
+
+
+def test_eval_prints_a_table_and_writes_json_and_html(project):
+    cwd, _ = project
+    proc = run("eval", "sums.jsonl", *ARGS, "--out", "out", cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    for arm in ("single:fake/a", "single:fake/b", "best-of", "merge", "vote", "self-consistency"):
+        assert arm in proc.stdout
+    assert "recommendation: fusion does not pay here" in proc.stdout
+    assert "equal budget: fake/b x2 with voting" in proc.stdout  # a tie on accuracy: b uses fewer tokens
+    assert "progress: 36/36 arms scored" in proc.stderr  # 6 items x (2 singles + 3 modes + self-consistency)
+    report = json.loads((cwd / "out" / "report.json").read_text())
+    arms = {a["arm"]: a for a in report["arms"]}
+    assert arms["single:fake/a"]["correct"] == 3 and arms["single:fake/b"]["correct"] == 3
+    assert arms["merge"]["correct"] == 3  # "It is 4." is right on the odd items only
+    assert arms["best-of"]["oracle"] == 1.0 and arms["single:fake/a"]["cost_total"] == pytest.approx(0.006)
+    html = (cwd / "out" / "report.html").read_text()
+    assert html.startswith("<!doctype html>") and html.count("<svg") == 2
+    assert " src=" not in html and "<link" not in html and "@import" not in html  # self-contained
+    as_json = run("eval", "sums.jsonl", *ARGS, "--out", "out", "--format", "json", cwd=cwd)
+    assert json.loads(as_json.stdout)["recommendation"] == report["recommendation"]
+    assert "resumed: 36 result(s)" in as_json.stderr  # everything was already done: nothing re-ran
+
+
+def _strip_timing(report: dict) -> dict:
+    for arm in report["arms"]:
+        for key in ("latency_median", "latency_p90"):
+            arm.pop(key)
+    return report
+
+
+def test_resume_after_a_killed_run_gives_the_same_report(project):
+    cwd, up = project
+    whole = run("eval", "sums.jsonl", *ARGS, "--out", "whole", cwd=cwd)
+    assert whole.returncode == 0, whole.stderr
+    calls_whole = len(up.requests)
+
+    results = cwd / "cut" / "results.jsonl"
+    child = subprocess.Popen(
+        [*POLYFUSE, "eval", "sums.jsonl", *ARGS, "--out", "cut", "--concurrency", "1"],
+        cwd=cwd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        done = results.read_text().count('"type": "result"') if results.exists() else 0
+        if done >= 12:
+            break
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert 12 <= done < 36, "the run must be killed part-way"
+    calls_before = len(up.requests) - calls_whole
+
+    resumed = run("eval", "sums.jsonl", *ARGS, "--out", "cut", cwd=cwd)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed:" in resumed.stderr
+    a = _strip_timing(json.loads((cwd / "whole" / "report.json").read_text()))
+    b = _strip_timing(json.loads((cwd / "cut" / "report.json").read_text()))
+    assert a == b
+    lines = [json.loads(x) for x in results.read_text().splitlines()]
+    keys = [(x["item"], x["arm"]) for x in lines if x["type"] == "result"]
+    assert len(keys) == len(set(keys)) == 36
+    # work finished before the kill was not redone: the two halves together made at most the calls of one
+    # run, plus what was in flight when the process died
+    calls_after = len(up.requests) - calls_whole - calls_before
+    assert calls_before + calls_after <= calls_whole + 4
+
+
+def _exit_2(proc: subprocess.CompletedProcess[str], message: str) -> None:
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+@pytest.mark.parametrize(
+    "lines, extra, message",
+    [
+        (['{"prompt": "x", "answer": 1}'], ["--scorer", "telepathy"], "unknown scorer 'telepathy'"),
+        (['{"prompt": "x", "answer": 1}', '{"prompt": "y"}'], ["--scorer", "numeric"],
+         "line 2: scorer 'numeric' needs the field 'answer'"),
+        (['{"prompt": "x", "answer": 1}'], [], "line 1: no scorer"),
+        (['{"prompt": "x", "rubric": "good"}'], ["--scorer", "rubric"], "needs a grader model of its own: --grader"),
+        (['{"prompt": "x", "answer": 1}'], ["--scorer", "exact", "--modes", "single,blend"], "unknown mode(s) blend"),
+        (['{"prompt": "x", "answer": 1}'], ["--scorer", "exact", "--limit", "0"], "--limit must be at least 1"),
+        (["{broken", "[1]"], ["--scorer", "exact"], "has no usable items (2 malformed line(s))"),
+    ],
+)  # fmt: skip
+def test_eval_mistakes_exit_2(project, lines, extra, message):
+    cwd, _ = project
+    (cwd / "bad.jsonl").write_text("\n".join(lines) + "\n")
+    _exit_2(run("eval", "bad.jsonl", "--pool", "fake/a", "--judge", "fake/judge", *extra, cwd=cwd), message)
+
+
+def test_missing_dataset_judge_and_foreign_results_exit_2(project):
+    cwd, _ = project
+    _exit_2(run("eval", "nope.jsonl", *ARGS, cwd=cwd), "no dataset 'nope.jsonl'")
+    _exit_2(run("eval", "sums.jsonl", "--pool", "fake/a", "--modes", "best-of", "--scorer", "numeric",
+                "--config", str(cwd / "polyfuse.toml"), "--judge", "", cwd=cwd), "need a judge")  # fmt: skip
+    assert run("eval", "sums.jsonl", *ARGS, "--limit", "1", "--out", "shared", cwd=cwd).returncode == 0
+    _exit_2(
+        run("eval", "sums.jsonl", *ARGS, "--limit", "2", "--out", "shared", cwd=cwd), "different evaluation"
+    )
+    fresh = run("eval", "sums.jsonl", *ARGS, "--limit", "2", "--out", "shared", "--fresh", cwd=cwd)
+    assert fresh.returncode == 0 and "resumed" not in fresh.stderr
+
+
+def test_malformed_lines_are_reported_and_skipped(project):
+    cwd, _ = project
+    good = (cwd / "sums.jsonl").read_text().splitlines()[:2]
+    (cwd / "mixed.jsonl").write_text("\n".join([good[0], "{oops", good[1], '"just a string"']) + "\n")
+    proc = run("eval", "mixed.jsonl", *ARGS, "--modes", "single", "--out", "m", cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    assert "mixed.jsonl line 2 skipped: invalid JSON" in proc.stderr
+    assert "mixed.jsonl line 4 skipped: not a JSON object" in proc.stderr
+    assert "2 malformed line(s) skipped, 2 items used" in proc.stderr
+    assert "skipped 2 malformed line(s): line 2: invalid JSON" in proc.stdout
+    report = json.loads((cwd / "m" / "report.json").read_text())
+    assert [s["line"] for s in report["dataset"]["skipped"]] == [2, 4] and report["dataset"]["items"] == 2
+
+
+def test_list_datasets(project):
+    cwd, _ = project
+    proc = run("eval", "--list-datasets", cwd=cwd)
+    assert proc.returncode == 0 and "humaneval" in proc.stdout and "arith" in proc.stdout
+
+
+def test_progress_bar_on_a_terminal(project):
+    import pty
+
+    cwd, _ = project
+    pid, fd = pty.fork()
+    if pid == 0:  # child: stdout and stderr are the terminal
+        os.chdir(cwd)
+        argv = [*POLYFUSE, "eval", "sums.jsonl", *ARGS, "--out", "tty"]
+        os.execve(sys.executable, argv, {**ENV, "COLUMNS": "160", "TERM": "xterm"})
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    _, status = os.waitpid(pid, 0)
+    out = b"".join(chunks).decode("utf-8", "replace")
+    assert os.waitstatus_to_exitcode(status) == 0, out
+    assert "━" in out and "/36" in out  # rich's bar with done/total, redrawn as arms finish
+    assert "progress:" not in out  # the line-per-tenth fallback is for pipes only
+    assert "recommendation:" in out
