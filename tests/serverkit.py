@@ -50,8 +50,14 @@ class ServeProcess:
     """`polyfuse serve --port 0 --config FILE` in a subprocess; the port is read from its first line."""
 
     def __init__(
-        self, tmp: Path, config_text: str, env: dict[str, str] | None = None, workers: int = 1
+        self,
+        tmp: Path,
+        config_text: str,
+        env: dict[str, str] | None = None,
+        workers: int = 1,
+        args: list[str] | None = None,
     ) -> None:
+        self.args = args or []
         self.config = tmp / "polyfuse.toml"
         self.config.write_text(config_text)
         self.log = tmp / "serve.log"
@@ -74,6 +80,7 @@ class ServeProcess:
             str(self.config),
             "--workers",
             str(self.workers),
+            *self.args,
         ]
         self.proc = subprocess.Popen(
             argv, stdout=subprocess.DEVNULL, stderr=self.log.open("wb"), env=self.env

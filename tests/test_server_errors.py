@@ -304,7 +304,7 @@ def test_every_finished_fusion_reaches_the_result_hook(upstream):
             "presets": {"duo": {"pool": ["up/a", "up/a"], "judge": "up/judge", "mode": "merge"}},
         }
     )
-    with ServerThread(create_app(config, env={}, result_hooks=[seen.append])) as srv:
+    with ServerThread(create_app(config, env={}, result_hooks=[lambda req, res: seen.append(res)])) as srv:
         for stream in (False, True):
             r = httpx.post(
                 srv.url + "/v1/chat/completions",

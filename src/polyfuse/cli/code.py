@@ -19,8 +19,10 @@ from ..code.task import CodeEnv
 from ..config import load_config
 from ..errors import InvalidRequestError, NoSurvivorsError
 from ..providers.registry import ProviderHub
+from ..store import RunLog
 from ..types import FusionResult
 from .render import report
+from .runlog import opened_log
 
 __all__ = ["code"]
 
@@ -39,6 +41,7 @@ def _common(fn: F) -> F:
             click.option("--mode", type=click.Choice(["best-of", "vote"]), help="best-of (default) or vote."),
             click.option("--config", "config_path", help="Config file (default: ./polyfuse.toml)."),
             click.option("--quiet", "-q", is_flag=True, help="Only the result, no report on stderr."),
+            click.option("--no-log", is_flag=True, help="Do not record this task in the run log."),
         ]
     ):
         fn = option(fn)
@@ -52,14 +55,16 @@ def _execute(opts: dict[str, Any], task: Callable[[CodeEnv], Awaitable[T]]) -> T
     if pool:
         overrides["pool"] = [p for p in pool.split(",")]
     mode = opts.pop("mode", None)
+    name = click.get_current_context().info_name or "code"
 
-    async def main() -> T:
+    async def main(runlog: RunLog | None) -> T:
         async with ProviderHub(cfg) as hub:
-            env = CodeEnv.create(cfg, hub, mode=mode, **overrides)
+            env = CodeEnv.create(cfg, hub, mode=mode, run_log=runlog, task=name, **overrides)
             return await task(env)
 
     try:
-        return asyncio.run(main())
+        with opened_log(cfg, bool(opts.pop("no_log", False))) as runlog:
+            return asyncio.run(main(runlog))
     except NoSurvivorsError as exc:
         click.echo(describe_no_survivors(exc, getattr(exc, "scores", None)), err=True)
         sys.exit(1)

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import click
 from rich.console import Console
 
-from ..config import Config, load_config
+from ..config import load_config
 from ..errors import FusionError, InvalidRequestError
 from ..fusion.engine import fuse
 from ..fusion.events import EventSink, FusionEvent
 from ..fusion.request import FusionRequest
 from ..providers.registry import ProviderHub
-from ..store import LogError, RunLog, open_log
 from ..types import FusionResult
 from .render import LineProgress, LiveProgress, report
+from .runlog import opened_log
 
 
 def read_prompt(prompt: str | None) -> str:
@@ -57,20 +55,6 @@ class _StreamPrinter:
 async def _execute(request: FusionRequest, hub: ProviderHub, sink: EventSink | None) -> FusionResult:
     async with hub:
         return await fuse(request, hub, on_event=sink)
-
-
-@contextmanager
-def _run_log(cfg: Config, no_log: bool) -> Iterator[RunLog | None]:
-    """The run log, opened before the run so a broken log is refused before any model is called."""
-    if no_log or not cfg.log.enabled:
-        yield None
-        return
-    try:
-        runlog = open_log(cfg.log)
-    except LogError as exc:
-        raise type(exc)(f"{exc} (or skip the log: --no-log)") from None
-    with runlog:
-        yield runlog
 
 
 def _fuse(request: FusionRequest, hub: ProviderHub, stream: bool, interactive: bool) -> FusionResult:
@@ -133,7 +117,7 @@ def run(
     hub = ProviderHub(cfg)
     err = Console(stderr=True, highlight=False)
     interactive = err.is_terminal and not as_json and not quiet
-    with _run_log(cfg, no_log) as runlog:
+    with opened_log(cfg, no_log) as runlog:
         try:
             result = _fuse(request, hub, stream, interactive)
         except FusionError as exc:

@@ -9,6 +9,8 @@ import click
 
 from ..config import load_config
 from ..errors import ConfigError
+from ..server.settings import CONFIG_ENV, NO_LOG_ENV
+from .runlog import opened_log
 
 __all__ = ["serve", "listening_socket"]
 
@@ -39,19 +41,33 @@ def listening_socket(host: str, port: int) -> socket.socket:
 )
 @click.option("--access-log", is_flag=True, help="Log every request (off by default: it costs throughput).")
 @click.option("--log-level", default="info", show_default=True)
+@click.option("--no-log", is_flag=True, help="Do not record fusions in the run log.")
 def serve(
-    host: str, port: int, workers: int, config_path: str | None, access_log: bool, log_level: str
+    host: str,
+    port: int,
+    workers: int,
+    config_path: str | None,
+    access_log: bool,
+    log_level: str,
+    no_log: bool,
 ) -> None:
     """Serve the OpenAI-compatible API (POST /v1/chat/completions) and the web panel (GET /)."""
     try:
         import uvicorn
     except ImportError:
         raise ConfigError("polyfuse serve needs the server extra: pip install 'polyfuse[server]'") from None
-    load_config(config_path)  # fail here with one line, before any worker starts
+    cfg = load_config(config_path)  # fail here with one line, before any worker starts
+    with opened_log(cfg, no_log) as runlog:  # likewise a log that cannot be opened
+        where = runlog.where if runlog is not None else None
     if config_path:
-        os.environ["POLYFUSE_SERVER_CONFIG"] = os.path.abspath(config_path)
+        os.environ[CONFIG_ENV] = os.path.abspath(config_path)
+    if where is None:
+        os.environ[NO_LOG_ENV] = "1"
     sock = listening_socket(host, port)
-    click.echo(f"polyfuse serving on http://{host}:{sock.getsockname()[1]} ({workers} worker(s))", err=True)
+    logged = f"; run log {where}" if where else "; run log off"
+    click.echo(
+        f"polyfuse serving on http://{host}:{sock.getsockname()[1]} ({workers} worker(s){logged})", err=True
+    )
     config = uvicorn.Config(
         "polyfuse.server.app:app_from_env",
         factory=True,

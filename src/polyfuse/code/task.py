@@ -1,11 +1,12 @@
 """What every code task shares: settings, the pool, redaction for remote models, and one fusion run.
 
 Code candidates are fused best-of (or vote): the answer must be one candidate verbatim, the one whose checks
-passed. ``CodeEnv.fuse`` is the single place a code task calls the engine, so the run log can hook in here.
+passed. ``CodeEnv.fuse`` is the single place a code task calls the engine; it records every run in the run log.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -13,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
-from ..errors import ConfigError, InvalidRequestError, NoSurvivorsError
+from ..errors import ConfigError, InvalidRequestError, NoSurvivorsError, PolyfuseError
 from ..fusion.engine import Adapt, fuse
 from ..fusion.events import EventSink, FusionEvent
 from ..fusion.request import FusionRequest
 from ..providers.base import ChatModel, MemberSpec, StreamEvent
 from ..providers.registry import ProviderHub
-from ..types import FusionResult, GenerationParams, Message
+from ..store import RunLog
+from ..types import Candidate, FusionResult, GenerationParams, Message
 from .checks import CheckSuite
 from .redact import Redactor, is_remote_model
 from .settings import CodeSettings
@@ -63,6 +65,8 @@ class CodeEnv:
     mode: str = "best-of"
     on_event: EventSink | None = None
     redactor: Redactor = field(default_factory=Redactor)
+    run_log: RunLog | None = None  # every fusion run of the task is recorded here (source "code")
+    task: str = "code"  # which task, for the run log
 
     @classmethod
     def create(
@@ -72,12 +76,14 @@ class CodeEnv:
         *,
         mode: str | None = None,
         on_event: EventSink | None = None,
+        run_log: RunLog | None = None,
+        task: str = "code",
         **overrides: Any,
     ) -> CodeEnv:
         mode = mode or "best-of"
         if mode not in CODE_MODES:
             raise ConfigError(f"code tasks fuse with {' or '.join(CODE_MODES)} (got '{mode}')")
-        return cls(config, hub, config.code.merged(**overrides), mode, on_event)
+        return cls(config, hub, config.code.merged(**overrides), mode, on_event, run_log=run_log, task=task)
 
     def request(self, messages: Sequence[Message], **overrides: Any) -> FusionRequest:
         s = self.settings
@@ -124,10 +130,30 @@ class CodeEnv:
         if json_schema is not None:
             request.params = request.params.merged(json_schema=json_schema)
         try:
-            return await fuse(request, self.hub, on_event=self._sink(watch), screen=screen, adapt=adapt)
+            result = await fuse(request, self.hub, on_event=self._sink(watch), screen=screen, adapt=adapt)
         except NoSurvivorsError as exc:
             exc.scores = screen.scores if screen else {}  # type: ignore[attr-defined]
+            await self._log_error(request, exc, exc.candidates)
             raise
+        except PolyfuseError as exc:
+            await self._log_error(request, exc, None)
+            raise
+        if self.run_log is not None:
+            await self.run_log.arecord(request, result, source="code", meta={"task": self.task})
+        return result
+
+    async def _log_error(
+        self, request: FusionRequest, exc: BaseException, candidates: list[Candidate] | None
+    ) -> None:
+        if self.run_log is not None:
+            await asyncio.to_thread(
+                self.run_log.record_error,
+                request,
+                exc,
+                source="code",
+                candidates=candidates,
+                meta={"task": self.task},
+            )
 
     def _sink(self, watch: EventSink | None) -> EventSink | None:
         sinks = [s for s in (self.on_event, watch) if s is not None]

@@ -52,7 +52,7 @@ def _whole(text: str) -> types.Range:
 
 async def _rewrite(ls: PolyfuseServer, sel: Selection, instruction: str) -> types.WorkspaceEdit:
     result = await transform_text(
-        ls.env(), sel.path, sel.text, instruction, line_range=(sel.start, sel.end), root=ls.root
+        ls.env("transform"), sel.path, sel.text, instruction, line_range=(sel.start, sel.end), root=ls.root
     )
     return types.WorkspaceEdit(
         changes={sel.uri: [types.TextEdit(range=_whole(sel.text), new_text=result.new_text)]}
@@ -70,7 +70,7 @@ async def _document(ls: PolyfuseServer, sel: Selection) -> types.WorkspaceEdit:
 async def _explain(ls: PolyfuseServer, sel: Selection) -> types.WorkspaceEdit:
     lines = sel.text.split("\n")
     code = "\n".join(lines[sel.start - 1 : sel.end])
-    result = await explain(ls.env(), code, language=language_of(sel.path), path=str(sel.path))
+    result = await explain(ls.env("explain"), code, language=language_of(sel.path), path=str(sel.path))
     first = lines[sel.start - 1]
     indent = first[: len(first) - len(first.lstrip())]
     mark = "#" if language_of(sel.path) in ("python", "ruby", "bash") else "//"
@@ -82,7 +82,7 @@ async def _explain(ls: PolyfuseServer, sel: Selection) -> types.WorkspaceEdit:
 
 
 async def _tests(ls: PolyfuseServer, sel: Selection) -> types.WorkspaceEdit:
-    result = await generate_tests(ls.env(), sel.path)
+    result = await generate_tests(ls.env("tests"), sel.path)
     target = from_fs_path(result.test_path) or result.test_path
     start = types.Position(line=0, character=0)
     return types.WorkspaceEdit(

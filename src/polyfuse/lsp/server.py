@@ -31,6 +31,7 @@ from ..code.task import CodeEnv
 from ..config import Config, load_config
 from ..errors import NoSurvivorsError, PolyfuseError, UserError
 from ..providers.registry import ProviderHub
+from ..store import LogError, RunLog, open_log
 from .actions import ACTIONS, resolve_action
 
 __all__ = ["PolyfuseServer", "build_server"]
@@ -70,15 +71,29 @@ class PolyfuseServer(LanguageServer):
         self.config: Config | None = None
         self.overrides: dict[str, Any] = {}
         self.hub: ProviderHub | None = None
+        self.run_log: RunLog | None = None
         self.root = Path.cwd()
         self.inflight: dict[str, set[asyncio.Task[Any]]] = {}
         self.refined: dict[tuple[str, int], asyncio.Task[CompleteResult]] = {}
 
-    def env(self) -> CodeEnv:
+    def env(self, task: str = "lsp") -> CodeEnv:
         if self.config is None or self.hub is None:
             self.config = self.config or load_config(self.config_path)
             self.hub = ProviderHub(self.config)
-        return CodeEnv.create(self.config, self.hub, **self.overrides)
+            self.run_log = self._open_log(self.config)
+        return CodeEnv.create(self.config, self.hub, run_log=self.run_log, task=task, **self.overrides)
+
+    def _open_log(self, config: Config) -> RunLog | None:
+        """The run log, or None: an editor session keeps working when the log cannot be opened."""
+        if not config.log.enabled:
+            return None
+        try:
+            return open_log(config.log)
+        except LogError as exc:
+            self.window_log_message(
+                types.LogMessageParams(types.MessageType.Warning, f"polyfuse: run log off: {exc}")
+            )
+            return None
 
     async def guarded(self, uri: str, work: Callable[[], Awaitable[T]]) -> T:
         """Run a request's work, cancellable by typing in ``uri``; user mistakes become protocol errors."""
@@ -141,6 +156,9 @@ def build_server(config_path: str | None = None) -> PolyfuseServer:
         if ls.hub is not None:
             await ls.hub.aclose()
             ls.hub = None
+        if ls.run_log is not None:
+            ls.run_log.close()
+            ls.run_log = None
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: PolyfuseServer, params: types.DidChangeTextDocumentParams) -> None:
@@ -156,7 +174,7 @@ def build_server(config_path: str | None = None) -> PolyfuseServer:
         if pending is not None and pending.done() and not pending.cancelled() and pending.exception() is None:
             return pending.result()  # the refined answer for the same spot, ready since last time
         path = Path(to_fs_path(uri) or "untitled.py")
-        result = await complete_text(ls.env(), doc.source, offset, path, fast=True, root=ls.root)
+        result = await complete_text(ls.env("complete"), doc.source, offset, path, fast=True, root=ls.root)
         if result.refined is not None:
             ls.refined[key] = result.refined
         return result

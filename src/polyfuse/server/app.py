@@ -12,9 +12,11 @@ from importlib import resources
 
 from ..config import Config, load_config
 from ..errors import PolyfuseError, ProviderError
+from ..fusion.request import FusionRequest
 from ..providers.local import BUNDLED
 from ..providers.openai_compat import request_headers
 from ..providers.registry import HOSTED_PRESETS, ProviderHub
+from ..store import RunLog, open_log
 from ..types import FusionResult
 from . import routes
 from .asgi import (
@@ -30,16 +32,16 @@ from .asgi import (
 )
 from .errors import ApiError, Redactor, from_library
 from .openapi import openapi_document
+from .runlog import RunLogHook
 from .schemas import PresetInfo
-from .settings import DEPTH_HEADER, ServerSettings
+from .settings import CONFIG_ENV, DEPTH_HEADER, NO_LOG_ENV, ServerSettings
 
 __all__ = ["ServerApp", "ServerState", "create_app", "app_from_env", "CONFIG_ENV"]
 
 log = logging.getLogger("polyfuse.server")
 
-CONFIG_ENV = "POLYFUSE_SERVER_CONFIG"  # config path handed to worker processes by `polyfuse serve`
 Handler = Callable[["ServerState", Request, bytes], Awaitable[Response]]
-ResultHook = Callable[[FusionResult], None]
+ResultHook = Callable[[FusionRequest, FusionResult], None]
 
 _STATIC_TYPES = {
     ".html": b"text/html; charset=utf-8",
@@ -57,15 +59,16 @@ class ServerState:
     hub: ProviderHub
     redact: Redactor
     result_hooks: list[ResultHook] = field(default_factory=list)
+    run_log: RunLogHook | None = None
 
     @property
     def settings(self) -> ServerSettings:
         return self.config.server
 
-    def finished(self, result: FusionResult) -> None:
-        """The one place where every finished fusion (streamed or not) passes: hook a run log here."""
+    def finished(self, request: FusionRequest, result: FusionResult) -> None:
+        """The one place where every finished fusion (streamed or not) passes: the run log hooks in here."""
         for hook in self.result_hooks:
-            hook(result)
+            hook(request, result)
 
     def fell_back(self, model_id: str, exc: ProviderError) -> ProviderError:
         log.warning("model %s failed, trying the next fallback: %s", model_id, self.redact(str(exc)))
@@ -130,6 +133,8 @@ class ServerApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.state.hub.aclose()
+                if self.state.run_log is not None:
+                    await self.state.run_log.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -233,12 +238,20 @@ def create_app(
     hub: ProviderHub | None = None,
     env: Mapping[str, str] | None = None,
     result_hooks: list[ResultHook] | None = None,
+    run_log: RunLog | None = None,
 ) -> ServerApp:
+    """The app; ``run_log`` records every finished fusion (closed at shutdown)."""
     app = ServerApp(config or load_config(), hub, env)
     app.state.result_hooks.extend(result_hooks or [])
+    if run_log is not None:
+        app.state.run_log = RunLogHook(run_log)
+        app.state.result_hooks.append(app.state.run_log)
     return app
 
 
 def app_from_env() -> ServerApp:
-    """Factory for uvicorn workers: the config path comes from ``POLYFUSE_SERVER_CONFIG`` (set by serve)."""
-    return create_app(load_config(os.environ.get(CONFIG_ENV) or None))
+    """Factory for uvicorn workers: the config path comes from ``POLYFUSE_SERVER_CONFIG`` and the run log is
+    off when ``POLYFUSE_SERVER_NO_LOG`` is set (both set by serve)."""
+    config = load_config(os.environ.get(CONFIG_ENV) or None)
+    logging_on = config.log.enabled and not os.environ.get(NO_LOG_ENV)
+    return create_app(config, run_log=open_log(config.log) if logging_on else None)

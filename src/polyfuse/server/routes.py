@@ -3,6 +3,7 @@ and returns a response; errors are raised (ApiError or the library's typed error
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
@@ -61,7 +62,7 @@ async def _fusion(
     fused = fusion_request(state.config, state.settings, req, preset)
     if not req.stream:
         result = await fuse(fused, state.hub)
-        state.finished(result)
+        state.finished(fused, result)
         return json_response(fusion_response(req.model, result, preset, state.redact))
     events = fuse_events(fused, state.hub)
     try:  # the first event comes after validation, model resolution and the budget check: errors are 4xx
@@ -77,7 +78,7 @@ async def _fusion(
         preset=preset,
         level=level,
         redact=state.redact,
-        on_result=state.finished,
+        on_result=functools.partial(state.finished, fused),
     )
     return StreamResponse(body)
 

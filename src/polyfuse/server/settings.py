@@ -7,6 +7,9 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
+CONFIG_ENV = "POLYFUSE_SERVER_CONFIG"  # config path handed to worker processes by `polyfuse serve`
+NO_LOG_ENV = "POLYFUSE_SERVER_NO_LOG"  # set by `polyfuse serve --no-log`
+
 __all__ = ["ServerSettings", "DEPTH_HEADER"]
 
 # How many polyfuse servers a request has already passed through; each hop sends its own depth + 1 upstream.

@@ -1,0 +1,89 @@
+"""Every fusion run is recorded: from the server (a real `polyfuse serve` process) and from code tasks."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from codehelp import make_env
+from polyfuse.code.generate import generate
+from polyfuse.errors import NoSurvivorsError
+from polyfuse.store import LogFilter, open_log
+from polyfuse.store.settings import LogSettings
+from polyfuse.testing import Reply, ScriptedModel
+from polyfuse.testing.upstream import Behaviour, FakeUpstream
+from serverkit import ServeProcess
+
+JUDGE = json.dumps(
+    {"scores": {}, "consensus": [], "contradictions": [], "agreement": 0.5, "choice": "A", "answer": "Fused."}
+)
+
+
+def test_polyfuse_serve_records_each_fusion_and_not_pass_through(tmp_path):
+    db = tmp_path / "runs.db"
+    with FakeUpstream({"a": Behaviour(text="Hello."), "judge": Behaviour(text=JUDGE)}) as up:
+        config = f"""
+[log]
+path = "{db}"
+[providers.up]
+base_url = "{up.base_url}"
+[presets.duo]
+pool = ["up/a", "up/a"]
+judge = "up/judge"
+mode = "merge"
+"""
+        with ServeProcess(tmp_path, config) as srv:
+            assert f"run log {db}" in srv.logs()
+            msgs = [{"role": "user", "content": "Say hello"}]
+            for stream in (False, True):
+                r = httpx.post(
+                    srv.url + "/v1/chat/completions",
+                    json={"model": "polyfuse/duo", "messages": msgs, "stream": stream},
+                    timeout=60,
+                )
+                assert r.status_code == 200
+            r = httpx.post(
+                srv.url + "/v1/chat/completions", json={"model": "up/a", "messages": msgs}, timeout=60
+            )
+            assert r.status_code == 200
+    with open_log(LogSettings(path=str(db))) as runlog:
+        runs = runlog.runs(LogFilter())
+    assert len(runs) == 2  # the two fusions; the pass-through call is not a fusion run
+    assert {r.source for r in runs} == {"server"}
+    assert all(r.answer == "Fused." and r.mode == "merge" and len(r.candidates) >= 2 for r in runs)
+
+
+def test_polyfuse_serve_no_log_writes_nothing(tmp_path):
+    db = tmp_path / "runs.db"
+    with FakeUpstream({"a": Behaviour(text="Hello.")}) as up:
+        config = f'[log]\npath = "{db}"\n[providers.up]\nbase_url = "{up.base_url}"\n'
+        with ServeProcess(tmp_path, config, args=["--no-log"]) as srv:
+            assert "run log off" in srv.logs()
+    assert not db.exists()
+
+
+async def test_code_tasks_record_their_runs_and_failures(tmp_path):
+    good = '```python\ndef square(n):\n    """\n    >>> square(3)\n    9\n    """\n    return n * n\n```'
+    bad = "```python\ndef square(n) return n\n```"
+    models = {
+        "good": ScriptedModel("good", default=good),
+        "bad": ScriptedModel("bad", default=bad),
+        "judge": ScriptedModel("judge", default=Reply(text="{}")),
+    }
+    runlog = open_log(LogSettings(path=str(tmp_path / "runs.db")))
+    env = make_env(models, ["bad", "good"])
+    env.run_log, env.task = runlog, "generate"
+    result = await generate(env, "square a number")
+    assert "n * n" in result.code
+    models["good"].default = bad
+    with pytest.raises(NoSurvivorsError):
+        await generate(env, "square a number")
+    runs = runlog.runs(LogFilter())
+    runlog.close()
+    assert [r.source for r in runs] == ["code", "code"]
+    assert {r.meta.get("task") for r in runs} == {"generate"}
+    failed, ok = runs  # newest first
+    assert ok.answer and "n * n" in ok.answer and failed.error and "no candidate passed" in failed.error
+    assert len(failed.candidates) == 2
