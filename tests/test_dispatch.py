@@ -112,7 +112,7 @@ async def test_closing_the_event_stream_cancels_the_run(models):
 
 async def test_judge_failure_inside_a_cancelled_run_leaves_nothing_running(models):
     models["judge"].default = Reply(hang=True)
-    task = asyncio.create_task(fuse(req("scripted/fast"), scripted_hub(models)))
+    task = asyncio.create_task(fuse(req("scripted/fast,scripted/fast2"), scripted_hub(models)))
     await asyncio.sleep(0.1)
     assert models["judge"].active == 1
     task.cancel()

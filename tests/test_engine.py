@@ -246,3 +246,11 @@ async def test_no_survivors_is_its_own_error_with_the_candidates(pool3):
         await fuse(req(), scripted_hub(pool3), screen=_reject_lyon())
     assert [c.status for c in info.value.candidates] == ["rejected"] * 3
     assert pool3["judge"].calls == []
+
+
+async def test_best_of_with_one_answer_left_skips_the_judge(pool3):
+    pool3["b"].default = Reply(error=UpstreamError("down"))
+    pool3["c"].default = Reply(error=UpstreamError("down"))
+    result = await fuse(req(), scripted_hub(pool3))
+    assert pool3["judge"].calls == [] and result.verdict.skipped
+    assert result.answer == "Paris" and result.verdict.choice == "scripted/a"

@@ -110,7 +110,9 @@ def report(result: FusionResult) -> str:
     lines += [_candidate_line(c, v.choice) for c in result.candidates]
     shown = {c.member for c in result.candidates}
     lines += [f"  [{f.status}] {f.member}: {f.reason}" for f in result.failed_models if f.member not in shown]
-    if v.skipped:
+    if v.skipped and sum(c.ok for c in result.candidates) == 1:
+        lines.append(f"verdict: judge skipped, {v.choice} was the only answer left")
+    elif v.skipped:
         lines.append(
             f"verdict: judge skipped, the pool agreed ({result.agreement:.2f}); vote chose {v.choice}"
         )

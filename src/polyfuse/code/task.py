@@ -25,7 +25,6 @@ from ..types import Candidate, FusionResult, GenerationParams, Message
 from .checks import CheckSuite
 from .redact import Redactor, is_remote_model
 from .settings import CodeSettings
-from .strategy import CheckedBestOf
 
 __all__ = [
     "CodeEnv",
@@ -39,7 +38,6 @@ __all__ = [
 ]
 
 CODE_MODES = ("best-of", "vote")
-_STRATEGY = {"best-of": CheckedBestOf.name, "vote": "vote"}  # best-of here ranks the checks' survivors
 
 
 @dataclass
@@ -92,7 +90,7 @@ class CodeEnv:
             preset=s.preset,
             pool=s.pool,
             judge=s.judge,
-            mode=_STRATEGY[self.mode],
+            mode=self.mode,  # best-of ranks the checks' survivors (one survivor wins without a judge)
             temperature=s.temperature,
             **overrides,
         )

@@ -29,4 +29,10 @@ class BestOf(Strategy):
     description = "the judge scores every candidate and returns the best one verbatim"
 
     async def run(self, ctx: FusionContext, first: list[Candidate]) -> Outcome:
+        if sum(c.ok for c in first) == 1:
+            # One answer (the others failed, were cut or rejected by checks): nothing to rank, save the call.
+            outcome = ctx.vote_outcome(first)
+            outcome.verdict.skipped = True
+            outcome.final = first
+            return outcome
         return await choose(ctx, first)
