@@ -89,7 +89,7 @@ class ServeProcess:
         while True:
             text = self.log.read_text()
             found = re.search(r"serving on http://127\.0\.0\.1:(\d+)", text)
-            if found and "startup complete" in text:
+            if found and text.count("startup complete") >= self.workers:  # every worker is up
                 self.port = int(found.group(1))
                 return self
             if self.proc.poll() is not None or time.time() > deadline:
