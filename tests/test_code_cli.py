@@ -77,12 +77,9 @@ def test_complete_on_the_bundled_models_reports_each_candidates_checks(project):
         'def add(a, b):\n    """Add.\n\n    >>> add(2, 3)\n    5\n    """\n    \n'
     )
     proc = run("complete", "mathx.py", "--line", "7", "--col", "5", *LOCAL, cwd=project)
-    assert (
-        "checks:" in proc.stderr
-        and "local/smollm2-135m" in proc.stderr
-        and "local/gemma3-270m" in proc.stderr
-    )
+    assert "local/smollm2-135m" in proc.stderr and "local/gemma3-270m" in proc.stderr  # each one's checks
     if proc.returncode == 0:
+        assert "checks:" in proc.stderr
         assert proc.stdout.strip() and "examples ok (1/1 examples passed)" in proc.stderr
     else:  # nothing passed: the user is told, with the best failing candidate
         assert proc.returncode == 1 and "no candidate passed the checks" in proc.stderr

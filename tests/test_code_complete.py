@@ -117,3 +117,15 @@ async def test_a_single_survivor_wins_without_a_judge_call(tmp_path):
     result = await complete(make_env(models, ["wrong", "right"]), f, 7, 5)
     assert result.insertion == "return a + b" and result.fusion.verdict.skipped
     assert models["judge"].calls == []
+
+
+def test_a_completion_typed_after_the_indentation_is_not_indented_twice():
+    from polyfuse.code.fim import FimTask, clean_completion
+
+    task = FimTask("def add(a, b):\n    ", "\n", "m.py", "python", "")
+    assert (
+        clean_completion("    return a + b\n    # done", task, from_chat=False) == "return a + b\n    # done"
+    )
+    assert clean_completion("```python\n    return a + b\n```", task, from_chat=True) == "return a + b"
+    at_col_1 = FimTask("def add(a, b):\n", "\n", "m.py", "python", "")
+    assert clean_completion("    return a + b", at_col_1, from_chat=False) == "    return a + b"

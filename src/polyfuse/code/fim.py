@@ -168,7 +168,17 @@ def clean_completion(text: str, task: FimTask, from_chat: bool) -> str:
             text = text[len(task.prefix) :]
         text = _drop_restated(text, task.prefix).rstrip("\n")
     text = _cut_at_suffix(text, task.suffix)
-    return _cut_at_dedent(text, task.prefix)
+    return _cut_at_dedent(_after_indent(text, task.prefix), task.prefix)
+
+
+def _after_indent(text: str, prefix: str) -> str:
+    """The cursor sits after a line's indentation: the first line must not bring its own (models write whole
+    lines, so ``    return x`` typed at column 5 would be indented twice)."""
+    current = prefix.rsplit("\n", 1)[-1]
+    if current and not current.strip():
+        first, nl, rest = text.partition("\n")
+        return first.lstrip(" \t") + nl + rest
+    return text
 
 
 _DOCSTRING = re.compile(r'^\s*[rbu]?("""|\'\'\')[\s\S]*?\1[ \t]*\n', re.I)
