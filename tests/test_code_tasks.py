@@ -96,6 +96,25 @@ async def test_transform_rejects_an_edit_that_does_not_apply_and_leaves_the_file
     assert f.read_text() == original
 
 
+async def test_transform_with_a_range_rejects_edits_outside_it(tmp_path):
+    f = _repo(tmp_path) / "calc.py"
+    original = "def double(x):\n    return x + x\n\n\ndef triple(x):\n    return x + x + x\n"
+    f.write_text(original)
+    models = {
+        "outside": ScriptedModel("outside", default=block("calc.py", "return x + x + x", "return 3 * x")),
+        "inside": ScriptedModel(
+            "inside", default=block("calc.py", "    return x + x\n", "    return 2 * x\n")
+        ),
+        "judge": ScriptedModel("judge", default="{}"),
+    }
+    result = await transform(make_env(models, ["outside", "inside"]), f, "simplify", line_range=(1, 2))
+    by_member = {c.member: c for c in result.fusion.candidates}
+    stray = by_member["scripted/outside"]
+    assert stray.status == "rejected" and "outside the lines 1-2" in stray.checks[0].detail
+    assert "return 2 * x" in result.new_text and "return x + x + x" in result.new_text
+    assert f.read_text() == original  # not applied without apply=True
+
+
 async def test_transform_applies_the_surviving_edit_atomically(tmp_path):
     f = _repo(tmp_path) / "calc.py"
     f.write_text("def double(x):\n    return x + x\n")

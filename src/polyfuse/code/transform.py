@@ -7,6 +7,7 @@ survivors. The file is written (atomically) only with ``apply=True``, only from 
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,21 @@ def _selection(text: str, line_range: tuple[int, int] | None) -> str:
         return text
     lines = text.splitlines(keepends=True)
     return "".join(lines[line_range[0] - 1 : line_range[1]])
+
+
+def _change_outside(old: str, new: str, first: int, last: int) -> int | None:
+    """The first (1-based) line of ``old`` that the edit changes outside ``first``-``last``, if any; text
+    inserted right before or after the selection counts as inside."""
+    matcher = difflib.SequenceMatcher(None, old.splitlines(), new.splitlines(), autojunk=False)
+    for tag, i1, i2, _, _ in matcher.get_opcodes():
+        if tag == "equal":
+            continue
+        start, end = i1 + 1, max(i2, i1 + 1)  # an insertion at i1 sits between lines i1 and i1 + 1
+        if tag == "insert" and first - 1 <= i1 <= last:
+            continue
+        if start < first or end > last:
+            return start if start < first else end
+    return None
 
 
 def _edits(answer: str, original: str, selection: str, has_range: bool) -> list[Edit]:
@@ -124,6 +140,13 @@ async def transform_text(
         if rel not in changed:
             raise CheckFailed("applies", "the edit changes nothing")
         new = changed[rel]
+        if line_range is not None:
+            stray = _change_outside(text, new, *line_range)
+            if stray is not None:
+                raise CheckFailed(
+                    "applies",
+                    f"the edit changes line {stray}, outside the lines {line_range[0]}-{line_range[1]}",
+                )
         name = rel if lang != "python" or rel.endswith(".py") else "candidate.py"
         return Program({name: new}, name, lang, {"diff": unified_diff(text, new, rel)})
 
