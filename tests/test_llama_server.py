@@ -112,3 +112,17 @@ async def test_fusion_over_http_on_a_real_server(llama_server, mode):
         # json_object+schema, so the judge decodes under the grammar and its verdict parses
         assert not result.verdict.judge_failed, result.verdict.failure_reason
         assert len(result.judge_calls) == 1
+
+
+async def test_raw_prompt_completion_against_llama_server(llama_server):
+    async with ProviderHub(load_config(data={}), env={}) as hub:
+        model = hub.model(f"{llama_server}#smollm2")
+        events = [
+            e
+            async for e in model.stream_text(
+                "def add(a, b):\n    return", GenerationParams(temperature=0, max_tokens=8, stop=["\n"])
+            )
+        ]
+    final = events[-1]
+    assert final.text.strip() and "\n" not in final.text
+    assert "".join(e.text for e in events[:-1]) == final.text

@@ -247,3 +247,23 @@ async def test_a_parameter_the_backend_rejects_by_name_is_dropped_and_remembered
     bodies = [r for r in upstream.requests if r["model"] == "reasoner"]
     assert bodies[0]["temperature"] == 0.0 and "temperature" not in bodies[1] and bodies[1]["seed"] == 3
     assert model.dropped == {"temperature"}
+
+
+async def test_raw_prompts_go_to_the_completions_endpoint(upstream):
+    upstream.behaviours["coder"] = Behaviour(text="return a + b")
+    async with hub_for(upstream) as hub:
+        model = hub.model("fake/coder")
+        assert model.supports_text_completion  # a self-hosted provider of one's own
+        events = [
+            e
+            async for e in model.stream_text(
+                "<|fim_prefix|>def f(a, b):\n    ", GenerationParams(stop=["<|"])
+            )
+        ]
+    assert "".join(e.text for e in events[:-1]) == events[-1].text == "return a + b"
+    body = upstream.requests[-1]
+    assert body["_path"] == "/v1/completions" and body["prompt"].startswith("<|fim_prefix|>")
+    assert "messages" not in body and body["stop"] == ["<|"]
+    hosted = ProviderHub(Config(), env={"OPENAI_API_KEY": "k", "OPENROUTER_API_KEY": "k"})
+    assert not hosted.model("openai/gpt-4o").supports_text_completion
+    assert hosted.model("openrouter/qwen/qwen-2.5-coder-32b-instruct").supports_text_completion

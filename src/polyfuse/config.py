@@ -50,6 +50,8 @@ class ProviderSettings(_Strict):
     read_timeout: float = Field(default=300.0, gt=0)
     max_retries: int = Field(default=2, ge=0, le=10)
     structured_output: Literal["json_schema", "json_object", "none"] | None = None
+    # serves /completions with raw prompts (fill-in-the-middle); default: yes for self-hosted servers
+    text_completion: bool | None = None
 
 
 class Price(_Strict):

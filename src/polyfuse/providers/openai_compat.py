@@ -61,6 +61,7 @@ class Upstream:
     read_timeout: float = 300.0
     max_retries: int = 2
     structured: StructuredMode = "json_schema"
+    text_completion: bool = False  # serves /completions with raw prompts (fill-in-the-middle)
     extra_body: dict[str, Any] = field(default_factory=dict)
     _session: aiohttp.ClientSession | None = field(default=None, repr=False)
 
@@ -185,18 +186,30 @@ class OpenAICompatModel(ChatModel):
         self.upstream = upstream
         self.prices = prices
         self.supports_json_schema = upstream.structured != "none"
+        self.supports_text_completion = upstream.text_completion
         self.dropped: set[str] = set()  # optional parameters this backend refused
 
     # -- request building -------------------------------------------------------------------------------------
     def _body(
-        self, messages: Sequence[Message], params: GenerationParams, stream: bool, mode: StructuredMode
+        self,
+        messages: Sequence[Message],
+        params: GenerationParams,
+        stream: bool,
+        mode: StructuredMode,
+        prompt: str | None = None,
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.remote_name, "messages": [m.to_openai() for m in messages]}
-        for key in ("temperature", "max_tokens", "top_p", "stop", "seed", "tools", "tool_choice"):
+        """A chat completions body, or with ``prompt`` a (legacy) text completions body."""
+        body: dict[str, Any] = {"model": self.remote_name}
+        if prompt is None:
+            body["messages"] = [m.to_openai() for m in messages]
+        else:
+            body["prompt"] = prompt
+        keys = ("temperature", "max_tokens", "top_p", "stop", "seed")
+        for key in keys if prompt is not None else (*keys, "tools", "tool_choice"):
             value = getattr(params, key)
             if value is not None and key not in self.dropped:
                 body[key] = value
-        if params.json_schema is not None and mode != "none":
+        if params.json_schema is not None and mode != "none" and prompt is None:
             body["response_format"] = _response_format(mode, params.json_schema)
         if stream:
             body["stream"] = True
@@ -296,8 +309,15 @@ class OpenAICompatModel(ChatModel):
                 attempt += 1
                 await asyncio.sleep(_backoff(exc, attempt))
 
-    async def stream(
-        self, messages: Sequence[Message], params: GenerationParams
+    def stream(self, messages: Sequence[Message], params: GenerationParams) -> AsyncIterator[StreamEvent]:
+        return self._stream(messages, params, None)
+
+    def stream_text(self, prompt: str, params: GenerationParams) -> AsyncIterator[StreamEvent]:
+        """Continue a raw prompt through ``/completions`` (fill-in-the-middle on vLLM, llama.cpp, Ollama...)."""
+        return self._stream([], params, prompt)
+
+    async def _stream(
+        self, messages: Sequence[Message], params: GenerationParams, prompt: str | None
     ) -> AsyncIterator[StreamEvent]:
         start = time.perf_counter()
         attempt = 0
@@ -305,7 +325,7 @@ class OpenAICompatModel(ChatModel):
             mode = self.upstream.structured
             started = False
             try:
-                async for event in self._stream_once(messages, params, mode, start):
+                async for event in self._stream_once(messages, params, mode, start, prompt):
                     started = True
                     yield event
                 return
@@ -318,9 +338,15 @@ class OpenAICompatModel(ChatModel):
                 await asyncio.sleep(_backoff(exc, attempt))
 
     async def _stream_once(
-        self, messages: Sequence[Message], params: GenerationParams, mode: StructuredMode, start: float
+        self,
+        messages: Sequence[Message],
+        params: GenerationParams,
+        mode: StructuredMode,
+        start: float,
+        prompt: str | None = None,
     ) -> AsyncIterator[StreamEvent]:
-        body = self._body(messages, params, True, mode)
+        body = self._body(messages, params, True, mode, prompt)
+        path = "/chat/completions" if prompt is None else "/completions"
         parts: list[str] = []
         tools = _ToolCallAccumulator()
         usage = Usage()
@@ -330,9 +356,7 @@ class OpenAICompatModel(ChatModel):
         ttft: float | None = None
         up = self.upstream
         try:
-            async with up.session.post(
-                up.url("/chat/completions"), json=body, headers=request_headers.get()
-            ) as response:
+            async with up.session.post(up.url(path), json=body, headers=request_headers.get()) as response:
                 if response.status >= 400:
                     raw = await response.read()
                     raise error_from_status(response.status, raw, self.id, _retry_after(response.headers))
@@ -367,7 +391,7 @@ class OpenAICompatModel(ChatModel):
                                 )
                         if delta.get("tool_calls"):
                             tools.add(delta["tool_calls"])
-                        text = delta.get("content")
+                        text = delta.get("content") if prompt is None else choice.get("text")
                         if text:
                             if ttft is None:
                                 ttft = time.perf_counter() - start
@@ -378,7 +402,7 @@ class OpenAICompatModel(ChatModel):
         if usage.prompt_tokens == 0 and usage.completion_tokens == 0:
             # Some servers send no usage when streaming; estimate rather than report a free call.
             usage = Usage(
-                prompt_tokens=estimate_tokens(messages),
+                prompt_tokens=estimate_tokens(messages) if prompt is None else len(prompt) // 4 + 1,
                 completion_tokens=max(1, len("".join(parts)) // 4) if parts else 0,
                 estimated=True,
             )

@@ -32,20 +32,24 @@ class HostedPreset:
     api_key_env: str | None
     structured: StructuredMode = "json_schema"
     extra_body: tuple[tuple[str, object], ...] = ()
+    text_completion: bool = False  # serves /completions with raw prompts
 
 
 HOSTED_PRESETS: dict[str, HostedPreset] = {
     # OpenRouter reports usage.cost only when usage accounting is asked for.
     "openrouter": HostedPreset(
-        "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY", extra_body=(("usage", {"include": True}),)
+        "https://openrouter.ai/api/v1",
+        "OPENROUTER_API_KEY",
+        extra_body=(("usage", {"include": True}),),
+        text_completion=True,
     ),
     "openai": HostedPreset("https://api.openai.com/v1", "OPENAI_API_KEY"),
     "gemini": HostedPreset("https://generativelanguage.googleapis.com/v1beta/openai", "GEMINI_API_KEY"),
     "anthropic": HostedPreset("https://api.anthropic.com/v1", "ANTHROPIC_API_KEY", structured="none"),
     "groq": HostedPreset("https://api.groq.com/openai/v1", "GROQ_API_KEY", structured="json_object"),
-    "together": HostedPreset("https://api.together.xyz/v1", "TOGETHER_API_KEY"),
+    "together": HostedPreset("https://api.together.xyz/v1", "TOGETHER_API_KEY", text_completion=True),
     "deepseek": HostedPreset("https://api.deepseek.com/v1", "DEEPSEEK_API_KEY", structured="json_object"),
-    "ollama": HostedPreset("http://localhost:11434/v1", None),
+    "ollama": HostedPreset("http://localhost:11434/v1", None, text_completion=True),
 }
 
 
@@ -136,7 +140,12 @@ class ProviderHub:
         return out
 
     def _upstream(
-        self, name: str, base_url: str, api_key: str | None, structured: StructuredMode
+        self,
+        name: str,
+        base_url: str,
+        api_key: str | None,
+        structured: StructuredMode,
+        text_completion: bool = True,
     ) -> Upstream:
         cache_key = (base_url, api_key)
         if cache_key not in self._upstreams:
@@ -152,6 +161,11 @@ class ProviderHub:
                 structured=(
                     settings.structured_output if settings and settings.structured_output else structured
                 ),
+                text_completion=(
+                    settings.text_completion
+                    if settings and settings.text_completion is not None
+                    else text_completion
+                ),
             )
         return self._upstreams[cache_key]
 
@@ -164,7 +178,13 @@ class ProviderHub:
         key, env_var = self.key_for(prefix)
         if key is None and env_var:
             raise MissingKeyError(prefix, env_var)
-        upstream = self._upstream(prefix, base_url, key, preset.structured if preset else "json_schema")
+        upstream = self._upstream(
+            prefix,
+            base_url,
+            key,
+            preset.structured if preset else "json_schema",
+            preset.text_completion if preset else True,  # a self-hosted server of one's own: yes
+        )
         if preset and not upstream.extra_body:
             upstream.extra_body = dict(preset.extra_body)
         return upstream

@@ -79,6 +79,7 @@ class FakeUpstream:
             if not message.get("more_body"):
                 break
         request = json.loads(body or b"{}")
+        request["_path"] = path  # which endpoint: /chat/completions or the legacy /completions
         self.requests.append(request)
         self.headers.append({k.decode(): v.decode() for k, v in scope["headers"]})
         model = str(request.get("model", ""))
@@ -160,7 +161,11 @@ class FakeUpstream:
                 "id": "c",
                 "object": "chat.completion.chunk",
                 "model": model,
-                "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+                "choices": [
+                    {"index": 0, "text": piece, "finish_reason": None}
+                    if "prompt" in request
+                    else {"index": 0, "delta": {"content": piece}, "finish_reason": None}
+                ],
             }
             await event(json.dumps(chunk))
             if b.midstream_error and i == 0:
