@@ -298,3 +298,18 @@ def test_malformed_wire_messages_get_protocol_errors_and_the_server_goes_on(tmp_
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_client_positions_count_utf16_units():
+    from lsprotocol import types as lsp_types
+    from pygls.exceptions import JsonRpcInvalidParams
+    from pygls.workspace import TextDocument
+
+    from polyfuse.lsp.server import _offset
+
+    doc = TextDocument("file:///x.py", "s = 'é😀x'\nnext\n")
+    at = _offset(doc, lsp_types.Position(line=0, character=8))  # 😀 is two UTF-16 units
+    assert doc.source[at] == "x"
+    assert doc.source[_offset(doc, lsp_types.Position(line=1, character=2))] == "x"
+    with pytest.raises(JsonRpcInvalidParams):
+        _offset(doc, lsp_types.Position(line=0, character=11))

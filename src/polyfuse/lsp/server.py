@@ -25,6 +25,7 @@ from pygls.exceptions import JsonRpcException, JsonRpcInternalError, JsonRpcInva
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 from pygls.uris import to_fs_path
+from pygls.workspace import TextDocument
 
 from ..code.complete import CompleteResult, complete_text
 from ..code.task import CodeEnv
@@ -120,11 +121,18 @@ class PolyfuseServer(LanguageServer):
         return len(tasks)
 
 
-def _offset(text: str, pos: types.Position) -> int:
-    lines = text.split("\n")
-    if not 0 <= pos.line < len(lines) or not 0 <= pos.character <= len(lines[pos.line]):
+def _offset(doc: TextDocument, pos: types.Position) -> int:
+    """The Python-string offset of a client position. Clients count characters in the negotiated encoding
+    (UTF-16 code units by default), so "é😀x" puts x at character 3 for the client but index 2 for us."""
+    lines = doc.source.split("\n")
+    if not 0 <= pos.line < len(lines):
         raise JsonRpcInvalidParams(f"position {pos.line}:{pos.character} is outside the document")
-    return sum(len(ln) + 1 for ln in lines[: pos.line]) + pos.character
+    line = lines[pos.line]
+    units = doc.position_codec.client_num_units(line)
+    if not 0 <= pos.character <= units:
+        raise JsonRpcInvalidParams(f"position {pos.line}:{pos.character} is outside the document")
+    server = doc.position_codec.position_from_client_units(doc.lines, pos)
+    return sum(len(ln) + 1 for ln in lines[: pos.line]) + server.character
 
 
 def build_server(config_path: str | None = None) -> PolyfuseServer:
@@ -168,7 +176,7 @@ def build_server(config_path: str | None = None) -> PolyfuseServer:
 
     async def completion_at(ls: PolyfuseServer, uri: str, position: types.Position) -> CompleteResult:
         doc = ls.workspace.get_text_document(uri)
-        offset = _offset(doc.source, position)
+        offset = _offset(doc, position)
         key = (uri, offset)
         pending = ls.refined.pop(key, None)
         if pending is not None and pending.done() and not pending.cancelled() and pending.exception() is None:
