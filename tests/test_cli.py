@@ -2,7 +2,6 @@
 
 import json
 import os
-import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from polyfuse.testing.upstream import Behaviour, FakeUpstream
+from ptyrun import run_in_pty
 
 POLYFUSE = [sys.executable, "-m", "polyfuse.cli.main"]
 ENV = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
@@ -150,22 +150,8 @@ def test_all_members_failing_exits_1_with_the_reasons(tmp_path):
 
 def test_live_progress_on_a_terminal(http_project):
     cwd, _ = http_project
-    pid, fd = pty.fork()
-    if pid == 0:  # child: stdout and stderr are the terminal
-        os.chdir(cwd)
-        os.execve(sys.executable, [*POLYFUSE, "run", "Say hello"], {**ENV, "COLUMNS": "120", "TERM": "xterm"})
-    chunks = []
-    while True:
-        try:
-            data = os.read(fd, 4096)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    _, status = os.waitpid(pid, 0)
-    out = b"".join(chunks).decode("utf-8", "replace")
-    assert os.waitstatus_to_exitcode(status) == 0, out
+    code, out = run_in_pty([*POLYFUSE, "run", "Say hello"], cwd, {**ENV, "COLUMNS": "120", "TERM": "xterm"})
+    assert code == 0, out
     assert "member" in out and "status" in out and "latency" in out  # the live table's header
     assert "fake/a" in out and "Merged greeting." in out and "timings: wall" in out
 

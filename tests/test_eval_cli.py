@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from polyfuse.testing.upstream import Behaviour, FakeUpstream
+from ptyrun import run_in_pty
 
 POLYFUSE = [sys.executable, "-m", "polyfuse.cli.main"]
 ENV = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
@@ -191,26 +192,11 @@ def test_list_datasets(project):
 
 
 def test_progress_bar_on_a_terminal(project):
-    import pty
 
     cwd, _ = project
-    pid, fd = pty.fork()
-    if pid == 0:  # child: stdout and stderr are the terminal
-        os.chdir(cwd)
-        argv = [*POLYFUSE, "eval", "sums.jsonl", *ARGS, "--out", "tty"]
-        os.execve(sys.executable, argv, {**ENV, "COLUMNS": "160", "TERM": "xterm"})
-    chunks = []
-    while True:
-        try:
-            data = os.read(fd, 4096)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    _, status = os.waitpid(pid, 0)
-    out = b"".join(chunks).decode("utf-8", "replace")
-    assert os.waitstatus_to_exitcode(status) == 0, out
+    argv = [*POLYFUSE, "eval", "sums.jsonl", *ARGS, "--out", "tty"]
+    code, out = run_in_pty(argv, cwd, {**ENV, "COLUMNS": "160", "TERM": "xterm"})
+    assert code == 0, out
     assert "━" in out and "/36" in out  # rich's bar with done/total, redrawn as arms finish
     assert "progress:" not in out  # the line-per-tenth fallback is for pipes only
     assert "recommendation:" in out

@@ -3,23 +3,12 @@ fusing on the two bundled local models, with one member that cannot be reached."
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
+from browser import ARGS, CHROMIUM
 from serverkit import ServeProcess
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 UNREACHABLE = "http://127.0.0.1:9/v1#x"
 CONFIG = f"""
 default_preset = "panel"

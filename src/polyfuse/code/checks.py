@@ -27,6 +27,7 @@ __all__ = [
     "CheckSuite",
     "CheckFn",
     "syntax_check",
+    "syntax_error",
     "examples_check",
     "tests_check",
     "best_failing",
@@ -66,6 +67,16 @@ def _clip(text: str, n: int = 400) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def syntax_error(source: str, name: str = "<code>") -> str | None:
+    """Why Python source does not compile ("line 3: invalid syntax"), or None when it does."""
+    try:
+        compile(source, name, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as exc:
+        line = getattr(exc, "lineno", None)
+        return f"line {line}: {getattr(exc, 'msg', str(exc))}" if line else str(exc)
+    return None
+
+
 def syntax_check(baseline_error: bool = False) -> CheckFn:
     """Python must compile. With ``baseline_error`` (the file did not parse before the change either), an error
     is not held against the candidate."""
@@ -74,11 +85,8 @@ def syntax_check(baseline_error: bool = False) -> CheckFn:
         if program.language != "python":
             return None
         started = time.perf_counter()
-        try:
-            compile(program.source, program.main, "exec", dont_inherit=True)
-        except (SyntaxError, ValueError) as exc:
-            line = getattr(exc, "lineno", None)
-            detail = f"line {line}: {getattr(exc, 'msg', str(exc))}" if line else str(exc)
+        detail = syntax_error(program.source, program.main)
+        if detail is not None:
             if baseline_error:
                 return Check(
                     name="parses", passed=True, detail=f"not judged (file had errors before): {detail}"

@@ -19,7 +19,7 @@ from ..fusion.engine import Adapt
 from ..fusion.events import EventSink, FusionEvent
 from ..providers.base import ChatModel, MemberSpec
 from ..types import Candidate, FusionResult
-from .checks import CheckFailed, CheckSuite, Program, examples_check, syntax_check
+from .checks import CheckFailed, CheckSuite, Program, examples_check, syntax_check, syntax_error
 from .context import find_root, gather_context, read_source
 from .fim import FimAdapter, FimTask, template_for
 from .sandbox import SandboxLimits
@@ -50,20 +50,12 @@ def cursor_offset(text: str, line: int, col: int, path: Path | str) -> int:
     return sum(len(ln) + 1 for ln in lines[: line - 1]) + col - 1
 
 
-def _parses(source: str) -> bool:
-    try:
-        compile(source, "<hole>", "exec", dont_inherit=True)
-    except (SyntaxError, ValueError):
-        return False
-    return True
-
-
 def _hole_parses(prefix: str, suffix: str) -> bool:
     """Whether the file is valid Python once the hole holds something trivial: then a candidate must parse."""
     indent = re.match(r"[ \t]*", prefix.rsplit("\n", 1)[-1]).group(0)  # type: ignore[union-attr]
     deeper = indent + "    "
     fillers = ["", "pass", "pass\n", f"\n{deeper}pass\n", f"{deeper}pass\n", "None"]
-    return any(_parses(prefix + f + suffix) for f in fillers)
+    return any(syntax_error(prefix + f + suffix) is None for f in fillers)
 
 
 def _module_file(path: str) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import InvalidRequestError
 from ..types import Candidate, Check, FusionResult, Message
-from .checks import CheckFailed, CheckFn, CheckSuite, Program
+from .checks import CheckFailed, CheckFn, CheckSuite, Program, syntax_error
 from .context import RepoFilter, find_root, gather_context, read_source
 from .edits import EDIT_FORMAT_HELP, EditError, apply_to_files, parse_edits, unified_diff
 from .sandbox import SandboxLimits, SandboxResult, run_sandboxed
@@ -98,11 +98,9 @@ def _verify_check(argv: list[str], root: Path, limits: SandboxLimits) -> CheckFn
 def _syntax_all() -> CheckFn:
     async def check(program: Program) -> Check | None:
         for rel, content in program.files.items():
-            if rel.endswith(".py"):
-                try:
-                    compile(content, rel, "exec", dont_inherit=True)
-                except SyntaxError as exc:
-                    return Check(name="parses", passed=False, detail=f"{rel} line {exc.lineno}: {exc.msg}")
+            error = syntax_error(content, rel) if rel.endswith(".py") else None
+            if error is not None:
+                return Check(name="parses", passed=False, detail=f"{rel} {error}")
         return Check(name="parses", passed=True, detail="ok")
 
     return check

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import FusionError, InvalidRequestError
 from ..types import Candidate, FusionResult, Message
-from .checks import CheckFailed, CheckSuite, Program, examples_check, syntax_check
+from .checks import CheckFailed, CheckSuite, Program, examples_check, syntax_check, syntax_error
 from .context import find_root, gather_context, read_source
 from .edits import EDIT_FORMAT_HELP, Edit, EditError, apply_to_files, atomic_write, parse_edits, unified_diff
 from .sandbox import SandboxLimits
@@ -152,7 +152,7 @@ async def transform_text(
 
     limits = SandboxLimits(timeout=env.settings.sandbox_timeout)
     checks = (
-        [syntax_check(not _parses(text)), examples_check(limits, import_errors_fail=False)]
+        [syntax_check(syntax_error(text) is not None), examples_check(limits, import_errors_fail=False)]
         if lang == "python"
         else []
     )
@@ -171,11 +171,3 @@ async def transform_text(
     return TransformResult(
         rel, str(program.data["diff"]), program.source, result, applied, tuple(env.redactor.report())
     )
-
-
-def _parses(source: str) -> bool:
-    try:
-        compile(source, "<file>", "exec", dont_inherit=True)
-    except (SyntaxError, ValueError):
-        return False
-    return True
