@@ -129,3 +129,11 @@ def test_a_completion_typed_after_the_indentation_is_not_indented_twice():
     assert clean_completion("```python\n    return a + b\n```", task, from_chat=True) == "return a + b"
     at_col_1 = FimTask("def add(a, b):\n", "\n", "m.py", "python", "")
     assert clean_completion("    return a + b", at_col_1, from_chat=False) == "    return a + b"
+
+
+def test_a_restated_function_with_other_parameter_names_keeps_only_its_body():
+    from polyfuse.code.fim import FimTask, clean_completion
+
+    task = FimTask('def trunc(number: float) -> float:\n    """Decimal part."""\n', "", "m.py", "python", "")
+    answer = "```python\ndef trunc(num: float) -> float:\n    return num % 1.0\n```"
+    assert clean_completion(answer, task, from_chat=True) == "    return num % 1.0"

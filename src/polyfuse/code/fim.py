@@ -184,13 +184,17 @@ def _after_indent(text: str, prefix: str) -> str:
 _DOCSTRING = re.compile(r'^\s*[rbu]?("""|\'\'\')[\s\S]*?\1[ \t]*\n', re.I)
 
 
+_DEF_NAME = re.compile(r"^\s*(?:async\s+)?(?:def|class)\s+(\w+)")
+
+
 def _drop_restated(text: str, prefix: str) -> str:
-    """Chat models often restate the function being completed (signature, docstring): keep only the body."""
-    known = {
-        ln.strip() for ln in prefix.splitlines() if ln.strip().startswith(("def ", "async def ", "class "))
-    }
+    """Chat models often restate the function being completed (signature, docstring), sometimes with other
+    parameter names: keep only the body after the last restated ``def``/``class`` of a name the prefix has."""
+    known = {m.group(1) for ln in prefix.splitlines() if (m := _DEF_NAME.match(ln))}
     lines = text.splitlines(keepends=True)
-    last = max((i for i, ln in enumerate(lines) if ln.strip() in known), default=None)
+    last = max(
+        (i for i, ln in enumerate(lines) if (m := _DEF_NAME.match(ln)) and m.group(1) in known), default=None
+    )
     if last is None:
         return text
     body = "".join(lines[last + 1 :])

@@ -273,7 +273,8 @@ class LocalModel(ChatModel):
                 max_tokens=max_tokens,
                 temperature=params.temperature if params.temperature is not None else 0.0,
                 top_p=params.top_p if params.top_p is not None else 0.95,
-                repeat_penalty=REPEAT_PENALTY,
+                # code repeats names and indentation on purpose: no penalty for raw (FIM/prefix) prompts
+                repeat_penalty=REPEAT_PENALTY if raw is None else 1.0,
                 stop=(params.stop or []) + stops,
                 seed=params.seed,
                 grammar=grammar,
