@@ -10,6 +10,7 @@ from polyfuse.config import Config
 from polyfuse.errors import BudgetExceededError, ConfigError, UpstreamError
 from polyfuse.fusion.engine import fuse_events
 from polyfuse.testing import Reply, label_of, scripted_hub
+from polyfuse.types import GenerationParams
 
 POOL = "scripted/a,scripted/b,scripted/c"
 
@@ -254,3 +255,42 @@ async def test_best_of_with_one_answer_left_skips_the_judge(pool3):
     result = await fuse(req(), scripted_hub(pool3))
     assert pool3["judge"].calls == [] and result.verdict.skipped
     assert result.answer == "Paris" and result.verdict.choice == "scripted/a"
+
+
+async def test_client_stop_sequences_cut_the_written_answer_even_while_streaming(pool3):
+    pool3["judge"].default = Reply(text=write_json("Paris is big. And old."), chunks=17)
+    events = []
+    result = await fuse(
+        req("merge", params=GenerationParams(stop=[". A"])), scripted_hub(pool3), on_event=events.append
+    )
+    assert result.answer == "Paris is big"
+    assert "".join(e.text for e in events if e.type == "answer_delta") == "Paris is big"
+    assert pool3["judge"].calls[0][1].stop is None  # never sent to the judge: it would cut its JSON
+
+
+async def test_client_response_format_shapes_the_written_answer(pool3):
+    import json as _json
+
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    pool3["judge"].default = Reply(
+        text=_json.dumps({"agreement": 0.5, "answer": {"city": "Paris"}, "scores": {}}), chunks=5
+    )
+    events = []
+    request = req("merge", params=GenerationParams(json_schema=schema))
+    result = await fuse(request, scripted_hub(pool3), on_event=events.append)
+    assert _json.loads(result.answer) == {"city": "Paris"}
+    assert pool3["judge"].calls[0][1].json_schema["properties"]["answer"] == schema
+    assert [e.text for e in events if e.type == "answer_delta"] == [result.answer]  # whole, once
+    pool3["judge"].default = Reply(text=_json.dumps({"answer": "not json at all"}))
+    fallback = await fuse(request, scripted_hub(pool3))
+    assert fallback.verdict.judge_failed and "must be JSON" in fallback.verdict.failure_reason
+
+
+def test_stop_cutter_holds_back_a_possible_stop_across_chunks():
+    from polyfuse.fusion.stopcut import StopCutter
+
+    cutter = StopCutter(["END", "\n\n"])
+    out = [cutter.feed(p) for p in ["ab", "cE", "N", "D more"]]
+    assert "".join(out) + cutter.flush() == "abc"
+    cutter = StopCutter(["END"])
+    assert "".join(cutter.feed(p) for p in ["EN", "x"]) + cutter.flush() == "ENx"

@@ -32,6 +32,9 @@ def upstream():
         "down": Behaviour(statuses=ALWAYS),
         "judge-merge": Behaviour(text=write_json(FUSED, agreement=0.9), cost=0.0005, chunks=12),
         "judge-pick": Behaviour(text=choose_json(["A", "B"], "A"), cost=0.0005),
+        "judge-json": Behaviour(
+            text=json.dumps({"agreement": 0.8, "answer": {"city": "Paris"}, "scores": {}}), chunks=6
+        ),
         "slow1": Behaviour(text="late", latency=30),
         "slow2": Behaviour(text="later", latency=30),
         "midstream": Behaviour(text="partial answer then trouble", midstream_error=True),
@@ -63,6 +66,11 @@ mode = "merge"
 pool = ["up/a", "up/b"]
 judge = "up/judge-pick"
 mode = "best-of"
+
+[presets.shaped]
+pool = ["up/a", "up/b"]
+judge = "up/judge-json"
+mode = "merge"
 
 [presets.slow]
 pool = ["up/slow1", "up/slow2"]
@@ -119,6 +127,23 @@ def test_pass_through_streaming(client):
     last = chunks[-1]
     assert last.choices[0].finish_reason == "stop"
     assert last.usage.total_tokens > 0 and last.usage.model_extra["cost"] == pytest.approx(0.001)
+
+
+def test_stop_and_response_format_reach_members_and_shape_the_fused_answer(client, upstream):
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    fmt = {"type": "json_schema", "json_schema": {"name": "city", "schema": schema}}
+    r = client.chat.completions.create(model="polyfuse/shaped", messages=ask("city?"), response_format=fmt)
+    assert json.loads(r.choices[0].message.content) == {"city": "Paris"}
+    bodies = {b["model"]: b for b in upstream.requests[-3:]}
+    assert bodies["a"]["response_format"]["json_schema"]["schema"] == schema
+    judge_format = bodies["judge-json"]["response_format"]["json_schema"]["schema"]
+    assert judge_format["properties"]["answer"] == schema  # the judge must write an answer of that schema
+    r = client.chat.completions.create(model="polyfuse/trio", messages=ask(), stop=[", fused"])
+    assert r.choices[0].message.content == "Paris is the capital of France"
+    members = [b for b in upstream.requests[-4:] if b["model"] in ("a", "b")]
+    assert len(members) == 2 and all(b["stop"] == [", fused"] for b in members)
+    judge = next(b for b in upstream.requests[-4:] if b["model"] == "judge-merge")
+    assert "stop" not in judge  # the judge's JSON verdict is not cut; the answer in it is
 
 
 def test_fusion_response_has_fusion_object_and_total_cost(client):

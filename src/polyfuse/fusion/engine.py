@@ -37,6 +37,7 @@ from .judge import (
     verdict_schema,
 )
 from .request import FusionRequest
+from .stopcut import StopCutter, cut_at_stop
 from .strategies import Outcome, get_strategy
 
 __all__ = ["Adapt", "FusionContext", "Screen", "fuse", "fuse_events"]
@@ -119,27 +120,33 @@ class FusionContext:
         ballot = make_ballot(ok, self.rng)
         jp = self.request.judge_params
         answer_chars = max(400, (jp.max_tokens or 1024) * 3)
-        schema = verdict_schema(list(ballot.labels), kind, answer_chars)
+        # the written answer honours the client's response_format: a JSON value of its schema, not text
+        answer_schema = self.request.params.json_schema if kind == "write" else None
+        schema = verdict_schema(list(ballot.labels), kind, answer_chars, answer_schema)
         params = jp.merged(json_schema=schema)
-        messages = judge_messages(self.request.messages, ballot, kind)
+        messages = judge_messages(self.request.messages, ballot, kind, answer_schema)
+        stream_answer = kind == "write" and answer_schema is None
         problem = text = ""
         for attempt in (1, 2):
             if attempt == 2:
                 messages = repair_messages(messages, text, problem)
             self.emit(FusionEvent("judge_started", model=judge.id, data={"attempt": attempt}))
             try:
-                text = await self._judge_call(judge, messages, params, stream_answer=kind == "write")
+                text = await self._judge_call(judge, messages, params, stream_answer=stream_answer)
             except (ProviderError, TimeoutError) as exc:
                 reason = str(exc) or f"judge timed out after {self.request.judge_timeout:g}s"
                 self._judge_failed_attempt(judge, kind, reason)
                 return f"judge call failed: {reason}"
             try:
-                parsed = parse_verdict(text, ballot, kind, judge.id)
+                parsed = parse_verdict(text, ballot, kind, judge.id, json_answer=answer_schema is not None)
             except VerdictParseError as exc:
                 problem = str(exc)
                 self._judge_failed_attempt(judge, kind, problem)
                 continue
             self.emit(FusionEvent("judge_finished", model=judge.id, data={"ok": True}))
+            if parsed.answer is not None and answer_schema is None:
+                parsed.answer = cut_at_stop(parsed.answer, self.request.params.stop)
+                parsed.streamed = True
             return parsed
         return f"judge output unusable after one repair retry: {problem}"
 
@@ -147,6 +154,7 @@ class FusionContext:
         self, judge: ChatModel, messages: Sequence[Message], params: GenerationParams, stream_answer: bool
     ) -> str:
         streamer = FieldStreamer("answer") if stream_answer else None
+        cutter = StopCutter(self.request.params.stop)  # the client's stop sequences, on the written answer
         final: Completion | None = None
         start = time.perf_counter()
         try:
@@ -155,7 +163,9 @@ class FusionContext:
                     if isinstance(event, Delta):
                         self.emit(FusionEvent("judge_delta", model=judge.id, text=event.text))
                         if streamer is not None:
-                            piece = streamer.feed(event.text)
+                            piece = cutter.feed(streamer.feed(event.text))
+                            if streamer.done:
+                                piece += cutter.flush()
                             if piece:
                                 self.emit(FusionEvent("answer_delta", text=piece))
                     else:
@@ -244,9 +254,7 @@ async def fuse(
     if outcome.verdict.agreement < 0:
         outcome.verdict.agreement = round(vote([c.text for c in outcome.final if c.ok]).agreement, 4)
     emit(FusionEvent("verdict", verdict=outcome.verdict))
-    if (
-        outcome.chosen is not None
-    ):  # a candidate's text is the answer: stream it now (best-of, vote, fallback)
+    if not outcome.streamed:  # a candidate's text, or a JSON answer: it goes out whole now
         emit(FusionEvent("answer_delta", text=outcome.answer))
     result = _result(ctx, outcome, started)
     emit(FusionEvent("done", result=result))

@@ -63,9 +63,15 @@ def make_ballot(candidates: Sequence[Candidate], rng: Any) -> Ballot:
     return Ballot(labels={_label(i): c for i, c in enumerate(order)}, nonce=secrets.token_hex(4))
 
 
-def verdict_schema(labels: Sequence[str], kind: JudgeKind, answer_max_chars: int = 4000) -> dict[str, Any]:
+def verdict_schema(
+    labels: Sequence[str],
+    kind: JudgeKind,
+    answer_max_chars: int = 4000,
+    answer_schema: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The bounded JSON schema of a verdict; ``answer`` (write) or ``choice`` (choose) comes last so that it
-    can stream."""
+    can stream. ``answer_schema``: the format the client asked for (response_format); the written answer must
+    then be a JSON value of that schema instead of text."""
     score = {
         "type": "object",
         "properties": {
@@ -90,7 +96,7 @@ def verdict_schema(labels: Sequence[str], kind: JudgeKind, answer_max_chars: int
     if kind == "choose":
         props["choice"] = {"type": "string", "enum": list(labels)}
     else:
-        props["answer"] = {"type": "string", "minLength": 1, "maxLength": answer_max_chars}
+        props["answer"] = answer_schema or {"type": "string", "minLength": 1, "maxLength": answer_max_chars}
     return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
 
 
@@ -129,9 +135,14 @@ def _request_text(messages: Sequence[Message]) -> str:
     return "\n\n".join(lines)
 
 
-def judge_messages(request: Sequence[Message], ballot: Ballot, kind: JudgeKind) -> list[Message]:
+def judge_messages(
+    request: Sequence[Message], ballot: Ballot, kind: JudgeKind, answer_schema: dict[str, Any] | None = None
+) -> list[Message]:
     labels = list(ballot.labels)
     keys = _KEYS.format(labels=", ".join(labels)) + _LAST_KEY[kind]
+    if kind == "write" and answer_schema is not None:
+        shape = json.dumps(answer_schema, separators=(",", ":"))[:2000]
+        keys += f"  The answer is not text but a JSON value in the format the request asks for: {shape}\n"
     fenced = "\n\n".join(_fence(lb, c.text, ballot.nonce) for lb, c in ballot.labels.items())
     task = (
         "Score each answer and pick the single best one; it will be returned to the user verbatim."
@@ -167,6 +178,7 @@ class ParsedVerdict:
     verdict: Verdict
     answer: str | None  # written answer (write) or None
     choice_label: str | None
+    streamed: bool = False  # the answer already went out as answer_delta events
 
 
 _FENCE_RE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
@@ -229,8 +241,24 @@ def _points(value: Any) -> list[str]:
     return [str(p).strip() for p in value if str(p).strip()][:10]
 
 
-def parse_verdict(text: str, ballot: Ballot, kind: JudgeKind, judge: str) -> ParsedVerdict:
-    """Parse tolerantly; raise VerdictParseError when no usable choice/answer can be recovered."""
+def _answer(value: Any, json_answer: bool) -> str:
+    if json_answer and isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    if not isinstance(value, str) or not value.strip():
+        raise VerdictParseError("'answer' is missing or empty")
+    if json_answer:
+        try:
+            json.loads(value)
+        except ValueError:
+            raise VerdictParseError("'answer' must be JSON in the format the request asks for") from None
+    return value.strip()
+
+
+def parse_verdict(
+    text: str, ballot: Ballot, kind: JudgeKind, judge: str, json_answer: bool = False
+) -> ParsedVerdict:
+    """Parse tolerantly; raise VerdictParseError when no usable choice/answer can be recovered. With
+    ``json_answer`` the written answer is a JSON value (returned serialised), or text that parses as JSON."""
     data = _extract_json(text)
     labels = list(ballot.labels)
     raw = data.get("scores")
@@ -259,10 +287,7 @@ def parse_verdict(text: str, ballot: Ballot, kind: JudgeKind, judge: str) -> Par
         if choice_label is None:
             raise VerdictParseError(f"'choice' must be one of {', '.join(labels)}")
     else:
-        answer = data.get("answer")
-        if not isinstance(answer, str) or not answer.strip():
-            raise VerdictParseError("'answer' is missing or empty")
-        answer = answer.strip()
+        answer = _answer(data.get("answer"), json_answer)
     verdict = Verdict(
         judge=judge,
         scores=scores,

@@ -118,8 +118,9 @@ def fusion_request(
     """The FusionRequest for a preset plus the request's ``fusion`` overrides and sampling options.
 
     Members get every sampling option. The judge gets the client's temperature and seed, and room for an
-    answer of the client's max_tokens on top of its verdict; stop sequences and response_format are not
-    applied to the judge's own output, which is constrained JSON they would break.
+    answer of the client's max_tokens on top of its verdict. Stop sequences and response_format apply to the
+    answer the judge writes (cut at a stop sequence; a JSON value of the requested schema), not to its verdict
+    JSON as a whole, which they would break.
     """
     opts = request.fusion
     params = generation_params(request)

@@ -23,6 +23,7 @@ class Outcome:
     tool_calls: list[dict[str, Any]] | None = None
     chosen: Candidate | None = None  # set when the answer is a candidate's text verbatim
     final: Sequence[Candidate] = field(default_factory=list)  # candidates the decision was made on
+    streamed: bool = False  # the answer already went out as answer_delta events (the judge wrote it)
 
 
 class Strategy:

@@ -18,7 +18,7 @@ async def synthesize(ctx: FusionContext, candidates: list[Candidate]) -> Outcome
         outcome = ctx.vote_outcome(candidates, judge_failed=parsed)
     else:
         assert parsed.answer is not None
-        outcome = Outcome(parsed.answer, parsed.verdict)
+        outcome = Outcome(parsed.answer, parsed.verdict, streamed=parsed.streamed)
     outcome.final = candidates
     return outcome
 
