@@ -121,7 +121,7 @@ async def main() -> None:
         wall = time.perf_counter() - started
         lat = await latency(hub, cfg, problems, args.latency_runs)
     n = len(rows)
-    print(f"\nHumanEval/0..{n - 1} ({n} problems), greedy, max_tokens 128, wall {wall:.0f}s")
+    print(f"\nHumanEval/0..{n - 1} ({n} problems), greedy, max_tokens 160, wall {wall:.0f}s")
     print("| system | pass@1 (hidden tests) | candidates passing the docstring screen |")
     print("| --- | ---: | ---: |")
     for m in MODELS:
