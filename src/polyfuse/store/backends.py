@@ -4,8 +4,11 @@ log's own errors, so nothing above sees a driver exception."""
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
 import threading
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -19,7 +22,7 @@ from .settings import redact_url
 __all__ = ["Backend", "Tx", "SqliteBackend", "PostgresBackend"]
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-_OURS = ("runs", "candidates", "sqlite_sequence", "polyfuse_schema")
+_OUR_TABLES = ("runs", "candidates", "dropped_runs", "polyfuse_schema")
 
 
 class Tx(ABC):
@@ -47,11 +50,16 @@ class Backend(ABC):
     def set_schema_version(self, tx: Tx, version: int) -> None: ...
 
     @abstractmethod
-    def foreign_tables(self, tx: Tx) -> list[str]:
-        """Tables that clash with ours although no polyfuse schema is recorded (someone else's database)."""
+    def tables(self, tx: Tx) -> set[str]:
+        """Tables that would clash with a new log (read only): in a SQLite file, which is the log's alone,
+        every table; in a shared PostgreSQL database, those with the names a polyfuse log uses."""
 
     def check(self) -> None:  # noqa: B027 - optional hook
         """Refuse a damaged database before anything is written to it (where the database can tell)."""
+
+    def prepare(self) -> None:  # noqa: B027 - optional hook
+        """Settings that write to the database (SQLite's WAL switch): called only once the database is known
+        to be a polyfuse log or empty."""
 
     @abstractmethod
     def close(self) -> None: ...
@@ -78,13 +86,15 @@ class SqliteBackend(Backend):
     def __init__(self, path: Path, busy_timeout: float = 30.0) -> None:
         self.path = path
         self.where = str(path)
-        self._lock = threading.Lock()  # one connection, shared by threads (arecord runs in a worker thread)
+        self._lock = threading.Lock()  # one connection, shared by threads (the server's writer thread)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise LogUnavailableError(
                 f"cannot create the log directory {path.parent}: {exc.strerror}"
             ) from None
+        if not path.exists():
+            self._create()
         self._check_header()
         try:
             self.conn = sqlite3.connect(
@@ -92,24 +102,50 @@ class SqliteBackend(Backend):
             )
         except sqlite3.Error as exc:
             raise LogUnavailableError(f"cannot open the log database {path}: {exc}") from None
-        with self._translate():
+        with self._translate():  # connection settings only: nothing here writes to the file
             self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            self.conn.execute("PRAGMA journal_mode = WAL")
-            self.conn.execute(
-                "PRAGMA synchronous = NORMAL"
-            )  # durable at each WAL checkpoint; safe in WAL mode
+            self.conn.execute("PRAGMA synchronous = NORMAL")  # durable at each WAL checkpoint
             self.conn.execute("PRAGMA foreign_keys = ON")
 
+    def _create(self) -> None:
+        """A new log is made whole under a temporary name (SQLite header written, WAL mode set) and linked into
+        place, so a log file never exists half-made: a zero-length file is never ours, and of several processes
+        creating the same log at once exactly one file wins."""
+        tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:12]}.new")
+        try:
+            conn = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")  # writes the header: the file is a database now
+            finally:
+                conn.close()
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                pass  # another process created it first: use theirs
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                    raise
+                if not self.path.exists():  # no hard links on this file system
+                    os.replace(tmp, self.path)
+        except (sqlite3.Error, OSError) as exc:
+            raise LogUnavailableError(f"cannot create the log database {self.path}: {exc}") from None
+        finally:
+            for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
+                leftover.unlink(missing_ok=True)
+
     def _check_header(self) -> None:
-        """Refuse a file that is not SQLite at all before sqlite could touch it."""
+        """Refuse a file that is not SQLite at all (or is empty) before sqlite could touch it."""
         try:
             with self.path.open("rb") as fh:
                 head = fh.read(len(_SQLITE_MAGIC))
-        except FileNotFoundError:
-            return
         except OSError as exc:
             raise LogUnavailableError(f"cannot read the log database {self.path}: {exc.strerror}") from None
-        if head and head != _SQLITE_MAGIC:
+        if not head:
+            raise LogCorruptError(
+                f"{self.path} is an empty file, not a polyfuse log (polyfuse never leaves one); it was left "
+                "untouched: delete it or set [log] path to another file"
+            )
+        if head != _SQLITE_MAGIC:
             raise LogCorruptError(
                 f"{self.path} is not a SQLite database (corrupted or another kind of file); it was left "
                 "untouched: move it away or set [log] path to another file"
@@ -159,9 +195,15 @@ class SqliteBackend(Backend):
         if problems != ["ok"]:
             raise self._corrupt(Exception("; ".join(problems)))
 
-    def foreign_tables(self, tx: Tx) -> list[str]:
+    def tables(self, tx: Tx) -> set[str]:
         rows = tx.query("SELECT name FROM sqlite_master WHERE type = 'table'")
-        return [str(r[0]) for r in rows if not str(r[0]).startswith("sqlite_")]
+        return {str(r[0]) for r in rows if not str(r[0]).startswith("sqlite_")}
+
+    def prepare(self) -> None:
+        """WAL mode (a persistent setting, so a write): readers never block the writer. A log polyfuse
+        created is in WAL mode from birth; this converts a log made otherwise."""
+        with self._lock, self._translate():
+            self.conn.execute("PRAGMA journal_mode = WAL")
 
     def close(self) -> None:
         with self._lock:
@@ -217,21 +259,27 @@ class PostgresBackend(Backend):
                 raise LogError(f"log database {self.where}: {str(exc).strip()}") from None
 
     def schema_version(self, tx: Tx) -> int:
+        """The version, read without creating anything (0 without a ``polyfuse_schema`` table); holds the
+        migration lock until the transaction ends, so concurrent openers migrate one after the other."""
         tx.execute("SELECT pg_advisory_xact_lock(?)", (self._MIGRATION_LOCK,))
-        tx.execute("CREATE TABLE IF NOT EXISTS polyfuse_schema (version INTEGER NOT NULL)")
+        if "polyfuse_schema" not in self.tables(tx):  # (to_regclass could answer from a stale catalog cache)
+            return 0
         rows = tx.query("SELECT version FROM polyfuse_schema")
         return int(rows[0][0]) if rows else 0
 
     def set_schema_version(self, tx: Tx, version: int) -> None:
+        tx.execute("CREATE TABLE IF NOT EXISTS polyfuse_schema (version INTEGER NOT NULL)")
         tx.execute("DELETE FROM polyfuse_schema")
         tx.execute("INSERT INTO polyfuse_schema (version) VALUES (?)", (version,))
 
-    def foreign_tables(self, tx: Tx) -> list[str]:
+    def tables(self, tx: Tx) -> set[str]:
+        marks = ", ".join("?" * len(_OUR_TABLES))
         rows = tx.query(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() "
-            "AND table_name IN ('runs', 'candidates')"
+            f"AND table_name IN ({marks})",
+            _OUR_TABLES,
         )
-        return [str(r[0]) for r in rows]
+        return {str(r[0]) for r in rows}
 
     def close(self) -> None:
         with self._lock:

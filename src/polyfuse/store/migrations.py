@@ -96,6 +96,25 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX runs_mode ON runs (mode)",
         ),
     ),
+    Migration(
+        3,
+        "summaries of runs that were not recorded (the server's write queue was full, or a write failed)",
+        (
+            """CREATE TABLE dropped_runs (
+                id {id},
+                recorded_at TEXT NOT NULL,
+                first_at TEXT NOT NULL,
+                last_at TEXT NOT NULL,
+                runs {int} NOT NULL,
+                prompt_tokens {int} NOT NULL,
+                completion_tokens {int} NOT NULL,
+                cost {real} NOT NULL,
+                sources TEXT NOT NULL,
+                reasons TEXT NOT NULL
+            )""",
+            "CREATE INDEX dropped_runs_last_at ON dropped_runs (last_at)",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -1,7 +1,8 @@
 """What the run log stores for one fusion run, built from a FusionRequest and its FusionResult (or error).
 
 With ``store_text=False`` every text (prompt, answer, candidates, the judge's reasons) is replaced by its
-SHA-256 hash, so a shared log can count and compare runs without holding anyone's prompts.
+SHA-256 hash, so a shared log can count and compare runs without holding anyone's prompts. Every text that is
+kept passes the log's ``TextPolicy`` (known keys redacted, size capped).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import AllMembersFailedError, NoSurvivorsError
 from ..fusion.request import FusionRequest
 from ..types import Candidate, Completion, FusionResult
+from .text import TextPolicy
 
 __all__ = ["CandidateRecord", "RunRecord", "build_record", "build_error_record", "text_hash", "now_iso"]
 
@@ -114,7 +116,12 @@ def _request_summary(request: FusionRequest) -> dict[str, Any]:
 
 
 def _candidate(
-    c: Candidate, requested: str | None, store_text: bool, chosen: bool, score: float | None
+    c: Candidate,
+    requested: str | None,
+    policy: TextPolicy,
+    store_text: bool,
+    chosen: bool,
+    score: float | None,
 ) -> CandidateRecord:
     model = requested or c.model
     return CandidateRecord(
@@ -123,20 +130,22 @@ def _candidate(
         answered_by=c.model if c.model and c.model != model else None,
         round=c.round,
         status=c.status,
-        text=c.text if store_text else None,
-        text_hash=text_hash(c.text),
+        text=policy.text(c.text) if store_text else None,
+        text_hash=text_hash(policy.clean(c.text)),
         prompt_tokens=c.usage.prompt_tokens,
         completion_tokens=c.usage.completion_tokens,
         cost=c.cost,
         latency=round(c.latency, 6),
         ttft=None if c.ttft is None else round(c.ttft, 6),
-        error=c.error,
+        error=policy.text(c.error),
         chosen=chosen,
         score=score,
     )
 
 
-def _judge_call(call: Completion, judge: str | None, index: int, store_text: bool) -> CandidateRecord:
+def _judge_call(
+    call: Completion, judge: str | None, index: int, policy: TextPolicy, store_text: bool
+) -> CandidateRecord:
     model = judge or call.model
     return CandidateRecord(
         role="judge",
@@ -144,8 +153,8 @@ def _judge_call(call: Completion, judge: str | None, index: int, store_text: boo
         model=model,
         answered_by=call.model if call.model and call.model != model else None,
         status="ok" if call.text else "failed",
-        text=call.text if store_text else None,
-        text_hash=text_hash(call.text),
+        text=policy.text(call.text) if store_text else None,
+        text_hash=text_hash(policy.clean(call.text)),
         prompt_tokens=call.usage.prompt_tokens,
         completion_tokens=call.usage.completion_tokens,
         cost=call.cost,
@@ -154,13 +163,14 @@ def _judge_call(call: Completion, judge: str | None, index: int, store_text: boo
     )
 
 
-def _verdict(result: FusionResult, store_text: bool) -> dict[str, Any]:
+def _verdict(result: FusionResult, policy: TextPolicy, store_text: bool) -> dict[str, Any]:
     data = result.verdict.model_dump()
     if not store_text:  # the judge's reasons quote the answers
         data["consensus"], data["contradictions"] = [], []
         for s in data["scores"]:
             s["reason"] = ""
-    return data
+    cleaned: dict[str, Any] = policy.value(data)
+    return cleaned
 
 
 def build_record(
@@ -170,8 +180,10 @@ def build_record(
     source: str,
     store_text: bool = True,
     meta: dict[str, Any] | None = None,
+    policy: TextPolicy | None = None,
 ) -> RunRecord:
     """The log record of a finished run: every round's candidates, every judge call, the verdict, totals."""
+    policy = policy or TextPolicy()
     rounds = result.rounds or [result.candidates]
     final_round = rounds[-1][0].round if rounds and rounds[-1] else 0
     choice = result.verdict.choice
@@ -181,6 +193,7 @@ def build_record(
         _candidate(
             c,
             models.get(c.member),
+            policy,
             store_text,
             chosen=choice is not None and c.member == choice and c.round == final_round,
             score=scores.get(c.member) if c.round == final_round else None,
@@ -189,27 +202,29 @@ def build_record(
         for c in rnd
     ]
     cands += [
-        _judge_call(call, request.judge, i + 1, store_text) for i, call in enumerate(result.judge_calls)
+        _judge_call(call, request.judge, i + 1, policy, store_text)
+        for i, call in enumerate(result.judge_calls)
     ]
-    prompt = _prompt_text(request)
+    prompt = policy.clean(_prompt_text(request))
+    answer = policy.clean(result.answer)
     return RunRecord(
         source=source,
         mode=result.mode,
         judge=result.verdict.judge or (request.judge if result.judge_calls else None),
-        prompt=prompt if store_text else None,
+        prompt=policy.text(prompt) if store_text else None,
         prompt_hash=text_hash(prompt),
-        answer=result.answer if store_text else None,
-        answer_hash=text_hash(result.answer),
+        answer=policy.text(answer) if store_text else None,
+        answer_hash=text_hash(answer),
         agreement=result.agreement,
-        verdict=_verdict(result, store_text),
-        request=_request_summary(request),
+        verdict=_verdict(result, policy, store_text),
+        request=policy.value(_request_summary(request)),
         prompt_tokens=result.usage.prompt_tokens,
         completion_tokens=result.usage.completion_tokens,
         cost=result.cost,
         cost_known=result.cost_known,
         wall_time=round(result.wall_time, 6),
         overhead=round(result.overhead, 6),
-        meta=dict(meta or {}),
+        meta=policy.value(dict(meta or {})),
         candidates=cands,
     )
 
@@ -222,27 +237,31 @@ def build_error_record(
     store_text: bool = True,
     candidates: list[Candidate] | None = None,
     meta: dict[str, Any] | None = None,
+    policy: TextPolicy | None = None,
 ) -> RunRecord:
     """The log record of a run that produced no answer (every member failed, none passed the checks, ...)."""
+    policy = policy or TextPolicy()
     if candidates is None:
         candidates = _failed_candidates(request, error)
     models = {s.id: s.model for s in request.pool}
-    cands = [_candidate(c, models.get(c.member), store_text, chosen=False, score=None) for c in candidates]
-    prompt = _prompt_text(request)
+    cands = [
+        _candidate(c, models.get(c.member), policy, store_text, chosen=False, score=None) for c in candidates
+    ]
+    prompt = policy.clean(_prompt_text(request))
     return RunRecord(
         source=source,
         mode=request.mode,
         judge=request.judge,
         status="failed",
-        error=f"{type(error).__name__}: {error}",
-        prompt=prompt if store_text else None,
+        error=policy.text(f"{type(error).__name__}: {error}"),
+        prompt=policy.text(prompt) if store_text else None,
         prompt_hash=text_hash(prompt),
-        request=_request_summary(request),
+        request=policy.value(_request_summary(request)),
         prompt_tokens=sum(c.prompt_tokens for c in cands),
         completion_tokens=sum(c.completion_tokens for c in cands),
         cost=sum(c.cost or 0.0 for c in cands),
         cost_known=all(c.cost is not None for c in cands),
-        meta=dict(meta or {}),
+        meta=policy.value(dict(meta or {})),
         candidates=cands,
     )
 

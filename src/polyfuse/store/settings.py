@@ -21,6 +21,9 @@ class LogSettings(BaseModel):
     ``url`` (``postgresql://user:pass@host:5432/db``) selects a shared PostgreSQL log (the ``postgres``
     extra); otherwise runs go to the SQLite file ``path``. With ``store_text = false`` prompts, answers and
     candidate texts are kept only as SHA-256 hashes (and the judge's free-text reasons are dropped).
+    ``max_text_chars`` caps every stored text (prompt, answer, each candidate, each error); the hash is of the
+    whole text. The server writes runs from a queue of at most ``queue_runs`` runs and ``queue_chars``
+    characters of text; when it is full the oldest pending runs are dropped and a summary of them is stored.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -30,6 +33,9 @@ class LogSettings(BaseModel):
     url: str | None = Field(default=None, repr=False)  # may carry a password
     store_text: bool = True
     busy_timeout: float = Field(default=30.0, gt=0)  # seconds a writer waits for another one's lock
+    max_text_chars: int = Field(default=32_768, ge=256)
+    queue_runs: int = Field(default=1_000, ge=1)
+    queue_chars: int = Field(default=32_000_000, ge=100_000)
 
     @field_validator("url")
     @classmethod
