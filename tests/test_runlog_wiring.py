@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
+import sqlite3
+import subprocess
+import sys
+import time
 
 import httpx
 import pytest
@@ -16,6 +21,7 @@ from polyfuse.testing import Reply, ScriptedModel
 from polyfuse.testing.upstream import Behaviour, FakeUpstream
 from serverkit import ServeProcess
 
+POLYFUSE = [sys.executable, "-m", "polyfuse.cli.main"]
 JUDGE = json.dumps(
     {"scores": {}, "consensus": [], "contradictions": [], "agreement": 0.5, "choice": "A", "answer": "Fused."}
 )
@@ -87,3 +93,60 @@ async def test_code_tasks_record_their_runs_and_failures(tmp_path):
     failed, ok = runs  # newest first
     assert ok.answer and "n * n" in ok.answer and failed.error and "no candidate passed" in failed.error
     assert len(failed.candidates) == 2
+
+
+def test_a_database_that_does_not_keep_up_costs_counted_runs_not_memory(tmp_path):
+    # Another process holds the log's write lock (a long import, a sqlite3 shell): the server keeps answering,
+    # keeps at most [log] queue_runs runs waiting, counts the rest in /health and summarises them in the log.
+    db = tmp_path / "runs.db"
+    with FakeUpstream({"a": Behaviour(text="Hello."), "judge": Behaviour(text=JUDGE)}) as up:
+        config = f"""
+[log]
+path = "{db}"
+busy_timeout = 120
+queue_runs = 5
+[providers.up]
+base_url = "{up.base_url}"
+[presets.duo]
+pool = ["up/a", "up/a"]
+judge = "up/judge"
+mode = "merge"
+"""
+        with ServeProcess(tmp_path, config) as srv:
+            ask = {"model": "polyfuse/duo", "messages": [{"role": "user", "content": "Say hello"}]}
+
+            def health() -> dict:
+                return httpx.get(srv.url + "/health", timeout=10).json()["run_log"]
+
+            assert health() == {"pending": 0, "written": 0, "dropped": 0, "write_errors": 0, "queue_runs": 5}
+            lock = sqlite3.connect(db, isolation_level=None)
+            lock.execute("BEGIN IMMEDIATE")
+            first = httpx.post(srv.url + "/v1/chat/completions", json=ask, timeout=30)
+            assert first.status_code == 200
+            _wait(lambda: health()["pending"] == 0)  # the writer holds run 1 and waits for the lock
+            for i in range(20):
+                stream = i % 2 == 1
+                r = httpx.post(srv.url + "/v1/chat/completions", json={**ask, "stream": stream}, timeout=30)
+                assert r.status_code == 200 and "Fused." in r.text
+            assert health() == {"pending": 5, "written": 0, "dropped": 15, "write_errors": 0, "queue_runs": 5}
+            lock.execute("ROLLBACK")
+            lock.close()
+            _wait(lambda: health()["written"] == 6)
+            assert re.search(r"runs\.db: 1 run\(s\) not recorded so far .*see /health", srv.logs())
+    listed = subprocess.run(
+        [*POLYFUSE, "log", "list", "--db", str(db)], capture_output=True, text=True, timeout=60
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "6 run(s) in" in listed.stderr
+    assert re.search(r"warning: 15 run\(s\) not recorded \(.* UTC\): the write queue was full", listed.stderr)
+    stats = subprocess.run(
+        [*POLYFUSE, "log", "stats", "--db", str(db), "--json"], capture_output=True, text=True, timeout=60
+    )
+    assert json.loads(stats.stdout)["dropped_runs"] == 15 and json.loads(stats.stdout)["runs"] == 6
+
+
+def _wait(cond, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)

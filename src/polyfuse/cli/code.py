@@ -19,6 +19,7 @@ from ..code.task import CodeEnv
 from ..config import load_config
 from ..errors import InvalidRequestError, NoSurvivorsError
 from ..providers.registry import ProviderHub
+from ..redaction import Redactor, provider_keys
 from ..store import RunLog
 from ..types import FusionResult
 from .render import report
@@ -57,13 +58,16 @@ def _execute(opts: dict[str, Any], task: Callable[[CodeEnv], Awaitable[T]]) -> T
     mode = opts.pop("mode", None)
     name = click.get_current_context().info_name or "code"
 
+    hub = ProviderHub(cfg)
+
     async def main(runlog: RunLog | None) -> T:
-        async with ProviderHub(cfg) as hub:
+        async with hub:
             env = CodeEnv.create(cfg, hub, mode=mode, run_log=runlog, task=name, **overrides)
             return await task(env)
 
+    redact = Redactor(provider_keys(hub, cfg.providers))
     try:
-        with opened_log(cfg, bool(opts.pop("no_log", False))) as runlog:
+        with opened_log(cfg, bool(opts.pop("no_log", False)), redact) as runlog:
             return asyncio.run(main(runlog))
     except NoSurvivorsError as exc:
         click.echo(describe_no_survivors(exc, getattr(exc, "scores", None)), err=True)

@@ -95,10 +95,12 @@ def log() -> None:
 @_opened
 def list_runs(runlog: RunLog, as_json: bool, **kw: Any) -> None:
     """Runs, newest first."""
-    runs = runlog.runs(_filter(kw))
+    kw_filter = _filter(kw)
+    runs = runlog.runs(kw_filter)
     if as_json:
         for run in runs:
             click.echo(run.model_dump_json(exclude={"candidates"}))
+        _report_dropped(runlog, kw_filter)
         return
     table = Table(box=None, header_style="bold")
     for col in ("id", "when (UTC)", "source", "mode", "models", "tokens", "cost", "wall", "answer"):
@@ -118,6 +120,15 @@ def list_runs(runlog: RunLog, as_json: bool, **kw: Any) -> None:
         )
     _console().print(table)
     click.echo(f"{len(runs)} run(s) in {runlog.where}", err=True)
+    _report_dropped(runlog, kw_filter)
+
+
+def _report_dropped(runlog: RunLog, where: LogFilter) -> int:
+    """Gaps in the log (runs the server could not record in time), one line each on stderr; their total."""
+    gaps = runlog.dropped(where)
+    for gap in gaps:
+        click.echo(f"warning: {gap.describe()}", err=True)
+    return sum(g.runs for g in gaps)
 
 
 @log.command("show")
@@ -175,10 +186,13 @@ def _print_run(r: RunRecord) -> None:
 @_opened
 def stats(runlog: RunLog, as_json: bool, **kw: Any) -> None:
     """Per model: runs, failure rate, median latency, cost, how often its answer was chosen."""
-    runs = runlog.runs(_filter(kw))
+    where = _filter(kw)
+    runs = runlog.runs(where)
     rows = model_stats(runs)
     if as_json:
-        click.echo(json.dumps({"runs": len(runs), "models": [s.to_dict() for s in rows]}, indent=2))
+        dropped = sum(g.runs for g in runlog.dropped(where))
+        out = {"runs": len(runs), "dropped_runs": dropped, "models": [s.to_dict() for s in rows]}
+        click.echo(json.dumps(out, indent=2))
         return
     table = Table(box=None, header_style="bold")
     for col in ("model", "role", "runs", "calls", "failed", "median latency", "tokens", "cost", "chosen"):
@@ -199,6 +213,7 @@ def stats(runlog: RunLog, as_json: bool, **kw: Any) -> None:
         )
     _console().print(table)
     click.echo(f"{len(runs)} run(s) in {runlog.where}", err=True)
+    _report_dropped(runlog, where)
 
 
 @log.command("export")

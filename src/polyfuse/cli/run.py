@@ -14,6 +14,7 @@ from ..fusion.engine import fuse
 from ..fusion.events import EventSink, FusionEvent
 from ..fusion.request import FusionRequest
 from ..providers.registry import ProviderHub
+from ..redaction import Redactor, provider_keys
 from ..types import FusionResult
 from .render import LineProgress, LiveProgress, report
 from .runlog import opened_log
@@ -117,7 +118,7 @@ def run(
     hub = ProviderHub(cfg)
     err = Console(stderr=True, highlight=False)
     interactive = err.is_terminal and not as_json and not quiet
-    with opened_log(cfg, no_log) as runlog:
+    with opened_log(cfg, no_log, Redactor(provider_keys(hub, cfg.providers))) as runlog:
         try:
             result = _fuse(request, hub, stream, interactive)
         except FusionError as exc:

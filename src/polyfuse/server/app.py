@@ -15,7 +15,8 @@ from ..errors import PolyfuseError, ProviderError
 from ..fusion.request import FusionRequest
 from ..providers.local import BUNDLED
 from ..providers.openai_compat import request_headers
-from ..providers.registry import HOSTED_PRESETS, ProviderHub
+from ..providers.registry import ProviderHub
+from ..redaction import Redactor, provider_keys
 from ..store import RunLog, open_log
 from ..types import FusionResult
 from . import routes
@@ -30,7 +31,7 @@ from .asgi import (
     encode,
     until_disconnect,
 )
-from .errors import ApiError, Redactor, from_library
+from .errors import ApiError, from_library
 from .openapi import openapi_document
 from .runlog import RunLogHook
 from .schemas import PresetInfo
@@ -97,11 +98,6 @@ class ServerState:
         return list(seen)
 
 
-def _secrets(config: Config, hub: ProviderHub, server_keys: frozenset[str]) -> list[str]:
-    keys = [hub.key_for(prefix)[0] for prefix in {*HOSTED_PRESETS, *config.providers}]
-    return [k for k in [*keys, *server_keys] if k]
-
-
 class ServerApp:
     """``ServerApp(config)`` is an ASGI app; pass ``hub`` to share one (tests), else one is made per worker."""
 
@@ -110,7 +106,7 @@ class ServerApp:
     ) -> None:
         hub = hub or ProviderHub(config, env=env)
         self.keys = config.server.keys(env)
-        self.state = ServerState(config, hub, Redactor(_secrets(config, hub, self.keys)))
+        self.state = ServerState(config, hub, Redactor([*provider_keys(hub, config.providers), *self.keys]))
         self.routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/chat/completions"): routes.chat_completions,
             ("GET", "/v1/models"): routes.list_models,
@@ -244,7 +240,7 @@ def create_app(
     app = ServerApp(config or load_config(), hub, env)
     app.state.result_hooks.extend(result_hooks or [])
     if run_log is not None:
-        app.state.run_log = RunLogHook(run_log)
+        app.state.run_log = RunLogHook(run_log, app.state.redact, app.state.config.log)
         app.state.result_hooks.append(app.state.run_log)
     return app
 

@@ -7,13 +7,13 @@ so that a provider key an upstream echoed back can never reach a client or the l
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
 from .. import errors as pe
+from ..redaction import Redactor
 from .schemas import ErrorDetail, ErrorResponse
 
 __all__ = ["ApiError", "from_library", "from_validation", "Redactor"]
@@ -80,16 +80,3 @@ def from_validation(exc: ValidationError) -> ApiError:
         code = "invalid_type"
     message = f"{where}: {err['msg']}" if where else str(err["msg"])
     return ApiError(400, message, code=code, param=where or None)
-
-
-class Redactor:
-    """Replaces every known secret (provider keys, server keys) in a text with ``[redacted]``."""
-
-    def __init__(self, secrets: Iterable[str]) -> None:
-        self._secrets = sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, "[redacted]")
-        return text

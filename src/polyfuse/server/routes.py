@@ -139,4 +139,5 @@ async def panel_config(state: ServerState, request: Request, body: bytes) -> JSO
 
 
 async def health(state: ServerState, request: Request, body: bytes) -> JSONResponse:
-    return json_response(Health(version=__version__))
+    run_log = state.run_log.health() if state.run_log is not None else None
+    return json_response(Health(version=__version__, run_log=run_log))

@@ -35,6 +35,7 @@ __all__ = [
     "PresetInfo",
     "PanelConfig",
     "Health",
+    "RunLogHealth",
     "ProgressEvent",
 ]
 
@@ -239,9 +240,20 @@ class PanelConfig(_Strict):
     max_pool_members: int
 
 
+class RunLogHealth(_Strict):
+    """The run log's write queue: runs waiting, written, and not recorded (queue full or a failed write)."""
+
+    pending: int
+    written: int
+    dropped: int
+    write_errors: int
+    queue_runs: int
+
+
 class Health(_Strict):
     status: Literal["ok"] = "ok"
     version: str
+    run_log: RunLogHealth | None = None  # absent when the server runs without a run log
 
 
 class ProgressEvent(_Strict):

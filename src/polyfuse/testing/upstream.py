@@ -34,6 +34,7 @@ class Behaviour:
     answered_by: str | None = None  # "model" field in the reply (fallback routing)
     chunks: int = 4
     tool_calls: list[dict[str, Any]] | None = None
+    echo_key: bool = False  # error messages quote the API key the request carried, as careless upstreams do
 
 
 class FakeUpstream:
@@ -82,6 +83,7 @@ class FakeUpstream:
         request["_path"] = path  # which endpoint: /chat/completions or the legacy /completions
         self.requests.append(request)
         self.headers.append({k.decode(): v.decode() for k, v in scope["headers"]})
+        key = self.headers[-1].get("authorization", "").removeprefix("Bearer ")
         model = str(request.get("model", ""))
         b = self.behaviours.get(model, self.default)
         n = self._counts[model]
@@ -90,16 +92,17 @@ class FakeUpstream:
         try:
             if n < len(b.statuses):
                 headers = [(b"retry-after", b.retry_after.encode())] if b.retry_after else []
-                err = b.error_body or {
-                    "error": {"code": b.statuses[n], "message": f"scripted status {b.statuses[n]}"}
-                }
+                message = f"scripted status {b.statuses[n]}"
+                if b.echo_key:
+                    message = f"Incorrect API key provided: {key}. You can find your API key in your account."
+                err = b.error_body or {"error": {"code": b.statuses[n], "message": message}}
                 await _send_json(send, b.statuses[n], err, headers)
                 return
             if b.latency and await _disconnected_within(b.latency, receive):
                 self.disconnects += 1  # the client gave up while we were "thinking"
                 return
             if request.get("stream"):
-                await self._stream(send, request, b, receive)
+                await self._stream(send, request, b, receive, echo=key if b.echo_key else None)
             else:
                 await _send_json(send, 200, self._completion(request, b))
         except asyncio.CancelledError:
@@ -134,7 +137,9 @@ class FakeUpstream:
             "usage": self._usage(request, b),
         }
 
-    async def _stream(self, send: Any, request: dict[str, Any], b: Behaviour, receive: Any) -> None:
+    async def _stream(
+        self, send: Any, request: dict[str, Any], b: Behaviour, receive: Any, echo: str | None = None
+    ) -> None:
         await send(
             {
                 "type": "http.response.start",
@@ -173,7 +178,10 @@ class FakeUpstream:
                     "id": "c",
                     "object": "chat.completion.chunk",
                     "model": model,
-                    "error": {"code": 502, "message": "provider disconnected"},
+                    "error": {
+                        "code": 502,
+                        "message": "provider disconnected" + (f" (request key {echo})" if echo else ""),
+                    },
                     "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
                 }
                 await event(json.dumps(err))
