@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import sqlite3
 import threading
 import time
@@ -211,3 +212,16 @@ def test_dropped_summaries_respect_the_time_filter(tmp_path):
         assert [g.runs for g in log.dropped()] == [2, 1]
         assert [g.runs for g in log.dropped(LogFilter.parse(since="1d"))] == [2]
         assert [g.runs for g in log.dropped(LogFilter.parse(until="2024-06-01"))] == [1]
+
+
+def test_a_key_is_also_found_in_its_json_escaped_form():
+    from polyfuse.store import TextPolicy
+
+    odd = 'k3y"with\\quote'  # a key with characters JSON escapes
+    redact = Redactor([odd])
+    echoed = json.dumps({"error": {"message": f"bad key {odd}"}})  # an upstream's error body quoting it
+    assert odd not in echoed and redact(echoed) == '{"error": {"message": "bad key [redacted]"}}'
+    policy = TextPolicy(max_chars=1000, redact=redact)
+    stored = policy.json({"reasons": [f"bad key {odd}"], f"{odd}": 1})
+    assert stored is not None and odd not in json.loads(stored)["reasons"][0] and "[redacted]" in stored
+    assert json.loads(stored) == {"reasons": ["bad key [redacted]"], "[redacted]": 1}

@@ -7,6 +7,7 @@ assistant's pattern-based redaction of secrets found in a user's files is anothe
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -28,7 +29,9 @@ class Redactor:
     than 6 characters are ignored: they would match ordinary words."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        self._secrets = sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True)
+        keys = {s for s in secrets if len(s) >= 6}
+        escaped = {json.dumps(s, ensure_ascii=False)[1:-1] for s in keys}  # as it appears inside JSON text
+        self._secrets = sorted(keys | escaped, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
         for secret in self._secrets:

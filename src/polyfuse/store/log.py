@@ -321,9 +321,9 @@ def _run_values(r: RunRecord, p: TextPolicy) -> tuple[Any, ...]:
     """The row of a run; every text through the policy (a no-op for records built with it)."""
     return (
         r.uid, r.created_at, r.source, r.mode, r.judge, r.status, p.text(r.error), p.text(r.prompt),
-        r.prompt_hash, p.text(r.answer), r.answer_hash, r.agreement, _dumps(p.value(r.verdict)),
-        _dumps(p.value(r.request)), r.prompt_tokens, r.completion_tokens, r.cost, int(r.cost_known),
-        r.wall_time, r.overhead, _dumps(p.value(r.meta)),
+        r.prompt_hash, p.text(r.answer), r.answer_hash, r.agreement, p.json(r.verdict), p.json(r.request),
+        r.prompt_tokens, r.completion_tokens, r.cost, int(r.cost_known), r.wall_time, r.overhead,
+        p.json(r.meta),
     )  # fmt: skip
 
 
