@@ -225,3 +225,14 @@ def test_a_key_is_also_found_in_its_json_escaped_form():
     stored = policy.json({"reasons": [f"bad key {odd}"], f"{odd}": 1})
     assert stored is not None and odd not in json.loads(stored)["reasons"][0] and "[redacted]" in stored
     assert json.loads(stored) == {"reasons": ["bad key [redacted]"], "[redacted]": 1}
+
+
+def test_a_run_whose_record_cannot_be_built_is_counted_as_lost(tmp_path):
+    with open_log(LogSettings(path=str(tmp_path / "runs.db"))) as log:
+        writer = LogWriter(log, linger=0.0)
+        writer.lost("its record could not be built: ValidationError")
+        writer.submit(_record(1))
+        assert writer.close()
+        assert writer.stats().dropped == 1 and log.count() == 1
+        [gap] = log.dropped()
+    assert gap.runs == 1 and gap.reasons == ["its record could not be built: ValidationError"]

@@ -32,6 +32,7 @@ from ..code.task import CodeEnv
 from ..config import Config, load_config
 from ..errors import NoSurvivorsError, PolyfuseError, UserError
 from ..providers.registry import ProviderHub
+from ..redaction import Redactor, provider_keys
 from ..store import LogError, RunLog, open_log
 from .actions import ACTIONS, resolve_action
 
@@ -81,15 +82,15 @@ class PolyfuseServer(LanguageServer):
         if self.config is None or self.hub is None:
             self.config = self.config or load_config(self.config_path)
             self.hub = ProviderHub(self.config)
-            self.run_log = self._open_log(self.config)
+            self.run_log = self._open_log(self.config, self.hub)
         return CodeEnv.create(self.config, self.hub, run_log=self.run_log, task=task, **self.overrides)
 
-    def _open_log(self, config: Config) -> RunLog | None:
+    def _open_log(self, config: Config, hub: ProviderHub) -> RunLog | None:
         """The run log, or None: an editor session keeps working when the log cannot be opened."""
         if not config.log.enabled:
             return None
         try:
-            return open_log(config.log)
+            return open_log(config.log, redact=Redactor(provider_keys(hub, config.providers)))
         except LogError as exc:
             self.window_log_message(
                 types.LogMessageParams(types.MessageType.Warning, f"polyfuse: run log off: {exc}")

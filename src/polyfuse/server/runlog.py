@@ -42,7 +42,15 @@ class RunLogHook:
         self._warned_at = float("-inf")
 
     def __call__(self, request: FusionRequest, result: FusionResult) -> None:
-        self.writer.submit(self.run_log.build(request, result, source="server", redact=self.redact))
+        try:
+            record = self.run_log.build(request, result, source="server", redact=self.redact)
+        except (
+            ValueError
+        ) as exc:  # pydantic's ValidationError: the client has its answer; the log loses one run
+            log.warning("could not build the run log record of a fusion: %s", self.redact(str(exc)))
+            self.writer.lost(f"its record could not be built: {type(exc).__name__}")
+        else:
+            self.writer.submit(record)
         self._warn_about_drops()
 
     def _warn_about_drops(self) -> None:

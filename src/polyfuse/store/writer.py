@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from .dropped import DroppedRuns
 from .errors import LogError
 from .log import RunLog
-from .records import RunRecord
+from .records import RunRecord, now_iso
 
 __all__ = ["LogWriter", "WriterStats", "record_chars"]
 
@@ -91,6 +91,17 @@ class LogWriter:
                 overflow.append(old)
             if overflow:
                 self._drop(overflow, QUEUE_FULL)
+            if len(self._pending) in (1, self.batch):  # wake the writer only when it has a reason to run
+                self._cond.notify()
+
+    def lost(self, reason: str) -> None:
+        """Count a run whose record could not even be built (it shows in the summary like a dropped one)."""
+        now = now_iso()
+        with self._cond:
+            self._summary = DroppedRuns(first_at=now, last_at=now, runs=1, reasons=[reason[:200]]).merged(
+                self._summary
+            )
+            self._dropped += 1
             self._cond.notify()
 
     def _drop(self, records: list[RunRecord], reason: str) -> None:
