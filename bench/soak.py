@@ -9,7 +9,8 @@ wrk's histogram, and the run log's write queue from /health (written, dropped) a
 
 Goals: 0 non-2xx, RSS growth under 50 MB from the first to the last minute, fds back to their baseline after
 the load, fused p99 under 2 x its p50. ``--seconds`` makes a shorter run (the windows shrink to a third of it);
-``--no-log-too`` measures the same workloads with ``--no-log`` as well, side by side.
+``--no-log-too`` measures the same workloads with ``--no-log`` as well, one after the other. ``--compare N``
+measures only what the run log costs: fused latency with the log on and off, in N alternating short rounds.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import multiprocessing as mp
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -223,6 +225,50 @@ def soak(workload: str, log: bool, upstream: str, args: argparse.Namespace) -> R
     return result
 
 
+def compare(upstream: str, args: argparse.Namespace) -> None:
+    """What the run log costs the fused workload's latency: two servers, run log on and off, loaded in
+    alternating short rounds (so the machine's changing load hits both alike); medians per arm."""
+    model = "polyfuse/trio"
+    runs: dict[str, list[dict[str, float]]] = {"on": [], "off": []}
+    with tempfile.TemporaryDirectory(prefix="polyfuse-soak-") as tmpdir:
+        tmp = Path(tmpdir)
+        (tmp / "on").mkdir()
+        (tmp / "off").mkdir()
+        servers = {name: start_server(tmp / name, upstream, name == "on") for name in runs}
+        try:
+            for _, base in servers.values():
+                assert post(base + "/v1/chat/completions", model) == 200
+            for i in range(args.compare):
+                order = ["on", "off"] if i % 2 == 0 else ["off", "on"]
+                for name in order:
+                    url = servers[name][1] + "/v1/chat/completions"
+                    runs[name].append(wrk(url, model, args.clients, args.round_seconds, tmp))
+            written = get_json(servers["on"][1] + "/health")["run_log"]
+        finally:
+            for proc, _ in servers.values():
+                proc.terminate()
+                proc.wait(timeout=30)
+
+    def median(name: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[name])
+
+    print(
+        f"\nrun log on vs off, fused, {args.clients} clients, {args.compare} alternating rounds of "
+        f"{args.round_seconds:g} s each, upstream latency {args.latency * 1000:g} ms; medians over rounds"
+    )
+    print("| run log | req/s | p50 ms | p99 ms | p99/p50 | non-2xx + socket errors |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name in ("on", "off"):
+        bad = sum(r["non_2xx"] + r["socket_errors"] for r in runs[name])
+        p50, p99 = median(name, "p50"), median(name, "p99")
+        print(f"| {name} | {median(name, 'rps'):.0f} | {p50:.1f} | {p99:.1f} | {p99 / p50:.2f} | {bad:.0f} |")
+    print(
+        f"on/off: p50 {median('on', 'p50') / median('off', 'p50'):.2f}, p99 "
+        f"{median('on', 'p99') / median('off', 'p99'):.2f}, req/s {median('on', 'rps') / median('off', 'rps'):.2f}; "
+        f"run log written {written['written']}, dropped {written['dropped']}"
+    )
+
+
 def report(results: list[Result], args: argparse.Namespace) -> None:
     print(
         f"\nsoak: {args.clients} clients, {args.seconds:g} s per workload, upstream latency "
@@ -258,6 +304,10 @@ def main() -> list[Result]:
     parser.add_argument("--settle", type=float, default=60, help="seconds to wait for fds to return")
     parser.add_argument("--workloads", default="passthrough,fused")
     parser.add_argument("--no-log-too", action="store_true", help="also measure with --no-log")
+    parser.add_argument(
+        "--compare", type=int, default=0, help="instead: N alternating rounds, run log on vs off (fused)"
+    )
+    parser.add_argument("--round-seconds", type=float, default=20, help="length of one --compare round")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench/soak.py needs wrk: apt-get install wrk")
@@ -268,6 +318,9 @@ def main() -> list[Result]:
     results = []
     try:
         upstream = f"http://127.0.0.1:{ports.get(timeout=30)}/v1"
+        if args.compare:
+            compare(upstream, args)
+            return []
         for workload in args.workloads.split(","):
             for log in (True, False) if args.no_log_too else (True,):
                 results.append(soak(workload, log, upstream, args))

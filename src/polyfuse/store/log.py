@@ -62,10 +62,8 @@ def migrate(backend: Backend, upto: int = LATEST) -> int:
         return version
     backend.prepare()
     with backend.transaction(write=True) as tx:
-        version = _usable_version(
-            backend, tx
-        )  # again under the write lock: another process may have migrated
-        start = version
+        # again, under the write lock: another process may have migrated meanwhile
+        version = start = _usable_version(backend, tx)
         for migration in MIGRATIONS:
             if version < migration.version <= upto:
                 for sql in statements(migration, backend.dialect):
