@@ -256,6 +256,9 @@ def compare(upstream: str, args: argparse.Namespace) -> None:
         f"\nrun log on vs off, fused, {args.clients} clients, {args.compare} alternating rounds of "
         f"{args.round_seconds:g} s each, upstream latency {args.latency * 1000:g} ms; medians over rounds"
     )
+    for name in ("on", "off"):
+        rounds = ", ".join(f"{r['rps']:.0f}/{r['p50']:.0f}/{r['p99']:.0f}" for r in runs[name])
+        print(f"run log {name}, each round req/s / p50 ms / p99 ms: {rounds}")
     print("| run log | req/s | p50 ms | p99 ms | p99/p50 | non-2xx + socket errors |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name in ("on", "off"):
