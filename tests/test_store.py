@@ -351,3 +351,31 @@ def test_settings_validate_the_url():
     with pytest.raises(ValueError, match="postgresql:// URL"):
         LogSettings(url="mysql://x")
     assert json.loads(LogSettings(path="/x").model_dump_json())["path"] == "/x"
+
+
+def test_dropped_run_summaries_round_trip(settings):
+    from polyfuse.store import DroppedRuns, LogWriter, RunRecord
+
+    gap = DroppedRuns(
+        first_at="2025-06-01T10:00:00.000000Z",
+        last_at="2025-06-01T10:05:00.000000Z",
+        runs=3,
+        prompt_tokens=30,
+        completion_tokens=40,
+        cost=0.5,
+        sources=["server"],
+        reasons=["the write queue was full"],
+    )
+    with open_log(settings) as log:
+        log.record_dropped(gap)
+        writer = LogWriter(log, max_runs=1, linger=0.0)
+        writer.lost("its record could not be built: ValidationError")
+        writer.submit(RunRecord(mode="vote", source="server", prompt="kept"))
+        assert writer.close()
+        stored = log.dropped()
+        assert [r.prompt for r in log.runs()] == ["kept"]
+        assert [g.runs for g in log.dropped(LogFilter.parse(until="2025-06-02"))] == [3]
+    assert len(stored) == 2 and stored[1].model_dump(exclude={"id", "recorded_at"}) == gap.model_dump(
+        exclude={"id", "recorded_at"}
+    )
+    assert stored[0].runs == 1 and stored[0].reasons == ["its record could not be built: ValidationError"]
