@@ -53,7 +53,11 @@ def view_script() -> str:
             holds.append((hold, child))
         lines.append(f"mount -t tmpfs -o mode=0755 tmpfs {ancestor}")
         for hold, child in holds:
-            lines += [f"mkdir -p {ancestor}/{child}", f"mount --move {hold} {ancestor}/{child}", f"rmdir {hold}"]
+            lines += [
+                f"mkdir -p {ancestor}/{child}",
+                f"mount --move {hold} {ancestor}/{child}",
+                f"rmdir {hold}",
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -62,8 +66,23 @@ def as_user_argv(who: str, argv: list[str]) -> list[str]:
     sandbox drops to uid 65534); "nobody" as uid 65534 in that same view."""
     if who == "root":
         return argv
-    drop = f'exec setpriv --reuid {NOBODY} --regid {NOBODY} --clear-groups -- "$@"' if who == "nobody" else 'exec "$@"'
-    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", view_script() + drop, "sh", *argv]
+    drop = (
+        f'exec setpriv --reuid {NOBODY} --regid {NOBODY} --clear-groups -- "$@"'
+        if who == "nobody"
+        else 'exec "$@"'
+    )
+    return [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        view_script() + drop,
+        "sh",
+        *argv,
+    ]
 
 
 class Runner:

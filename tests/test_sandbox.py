@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-from sandboxkit import none_left
 
 from polyfuse.code._capture import CappedBuffer
 from polyfuse.code.sandbox import (
@@ -23,6 +22,7 @@ from polyfuse.code.sandbox import (
     sandbox_info,
 )
 from polyfuse.errors import UserError
+from sandboxkit import none_left
 
 BACKENDS = ["bwrap", "landlock"]
 
@@ -40,7 +40,9 @@ async def test_runs_code_and_says_which_sandbox_ran(backend: str) -> None:
     )
     assert r.ok and r.stdout == "hi there\n" and r.stderr == "err\n"
     assert r.sandbox == ("bwrap" if backend == "bwrap" else "landlock (weak)")
-    expected = {"bwrap", "userns", "pidns", "netns", "mountns"} if backend == "bwrap" else {"landlock-fs", "seccomp"}
+    expected = (
+        {"bwrap", "userns", "pidns", "netns", "mountns"} if backend == "bwrap" else {"landlock-fs", "seccomp"}
+    )
     assert expected | {"rlimits"} <= set(r.confinement), r.confinement
 
 
@@ -74,7 +76,9 @@ async def test_the_cpu_limit_kills_a_busy_loop(backend: str) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_the_memory_limit_holds_for_one_process(backend: str) -> None:
-    r = await run_python("x = bytearray(800 * 1024 * 1024)\nprint('allocated')", limits=limits(backend, memory_mb=256))
+    r = await run_python(
+        "x = bytearray(800 * 1024 * 1024)\nprint('allocated')", limits=limits(backend, memory_mb=256)
+    )
     assert not r.ok and "MemoryError" in r.stderr and "allocated" not in r.stdout
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+
 from sandboxkit import NOBODY, Runner, Watch, World, alive, none_left, outside_pid
 
 WHO = ["root", "root-view", "nobody"] if os.geteuid() == 0 else ["self"]
@@ -61,12 +62,18 @@ def sandboxed(
     """Run ``code`` through the sandbox (``sys.argv[1]`` is the run's token); check the caller's time and memory
     and that no process of the run is left."""
     run_token = token or new_token()
-    job = {"code": code, "args": [run_token], "limits": {"backend": backend, "allow_weak": True, "timeout": timeout, **limits}}
+    job = {
+        "code": code,
+        "args": [run_token],
+        "limits": {"backend": backend, "allow_weak": True, "timeout": timeout, **limits},
+    }
     answer = ctx.runner.run(job, timeout=timeout + 30)
     assert "error" not in answer, answer.get("error")
     result: dict[str, Any] = answer["result"]  # type: ignore[assignment]
     assert result["sandbox"].split()[0] == backend, result["sandbox"]
-    assert answer["elapsed"] < timeout + WIND_UP, f"the call took {answer['elapsed']:.1f}s (timeout {timeout}s)"
+    assert answer["elapsed"] < timeout + WIND_UP, (
+        f"the call took {answer['elapsed']:.1f}s (timeout {timeout}s)"
+    )
     assert answer["rss_growth_kb"] < RSS_GROWTH_LIMIT_KB, f"the caller grew by {answer['rss_growth_kb']} kB"
     assert none_left(run_token) == [], "processes of the run survived it"
     return result, run_token
@@ -74,7 +81,9 @@ def sandboxed(
 
 def control(ctx: Ctx, code: str) -> dict[str, Any]:
     """The same program unsandboxed, as the runner's user."""
-    answer = ctx.runner.run({"code": code, "args": ["control"], "limits": {"timeout": 10}, "control": True}, timeout=30)
+    answer = ctx.runner.run(
+        {"code": code, "args": ["control"], "limits": {"timeout": 10}, "control": True}, timeout=30
+    )
     assert "error" not in answer, answer.get("error")
     out: dict[str, Any] = answer["control"]  # type: ignore[assignment]
     return out
@@ -223,13 +232,19 @@ def test_files_outside_cannot_be_changed(ctx: Ctx, backend: str) -> None:
     assert all(x.startswith("blocked") for x in report(r).values()), report(r)
     after = os.stat(v)
     assert (after.st_mode, after.st_uid, after.st_mtime) == (before.st_mode, before.st_uid, before.st_mtime)
-    assert os.listxattr(v) == [] and v.read_text() == "untouched\n" and not (v.parent / "victim.txt.new").exists()
+    assert (
+        os.listxattr(v) == []
+        and v.read_text() == "untouched\n"
+        and not (v.parent / "victim.txt.new").exists()
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_process_outside_cannot_be_killed(ctx: Ctx, backend: str) -> None:
     pid = outside_pid(ctx.world)
-    probe = PROBE + f"import os, signal\nattempt('kill', lambda: os.kill({pid}, SIG))\nprint(json.dumps(out))\n"
+    probe = (
+        PROBE + f"import os, signal\nattempt('kill', lambda: os.kill({pid}, SIG))\nprint(json.dumps(out))\n"
+    )
     assert report_of(control(ctx, probe.replace("SIG", "0")))["kill"].startswith("ok")  # it may signal it
     r, _ = sandboxed(ctx, backend, probe.replace("SIG", "signal.SIGKILL"))
     time.sleep(0.2)
@@ -293,7 +308,9 @@ def test_a_multi_process_memory_bomb_is_bounded(ctx: Ctx, backend: str) -> None:
         assert held_mb <= memory_mb + 12 * 12, held_mb
         assert r["out_of_memory"]
     else:
-        assert held_mb <= memory_mb * procs, held_mb  # per-process limit x process limit; 12 x 120 MB unbounded
+        assert held_mb <= memory_mb * procs, (
+            held_mb
+        )  # per-process limit x process limit; 12 x 120 MB unbounded
     assert held_mb >= 100, f"the bomb never held its memory ({held_mb:.0f} MB): the test proves nothing"
 
 

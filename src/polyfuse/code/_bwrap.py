@@ -126,7 +126,9 @@ def _try(p: BwrapPlan) -> str | None:
                 pass_fds=(passwd, group),
                 env={"PATH": "/usr/bin:/bin"},
                 cwd="/",
-                **_as_user(p.user),
+                user=p.user,
+                group=p.user,
+                extra_groups=None if p.user is None else [],
             )
         except (OSError, subprocess.SubprocessError) as exc:
             return str(exc)
@@ -137,10 +139,6 @@ def _try(p: BwrapPlan) -> str | None:
         return None
     lines = (r.stderr or r.stdout).strip().splitlines()
     return lines[-1] if lines else f"exit code {r.returncode}"
-
-
-def _as_user(uid: int | None) -> dict[str, object]:
-    return {} if uid is None else {"user": uid, "group": uid, "extra_groups": []}
 
 
 @functools.cache
@@ -208,7 +206,7 @@ class BwrapLaunch:
         )
         child_fds = (self.passwd, self.group, self.info_w, self.block_r)
         self.pass_fds = tuple(fd for fd in child_fds if fd is not None)
-        self.spawn_kwargs = _as_user(p.user)
+        self.user = p.user
         self.confinement = ["bwrap", "userns", "pidns", "mountns", "ipcns", "utsns", "rlimits"]
         if not limits["network"]:
             self.confinement.append("netns")

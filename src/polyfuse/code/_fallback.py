@@ -66,6 +66,10 @@ class FallbackLaunch:
         limits: dict[str, float | int | bool],
         cgroup: bool,
     ) -> None:
+        self.status_r: int | None
+        self.status_w: int | None
+        self.block_r: int | None
+        self.block_w: int | None
         self.status_r, self.status_w = os.pipe()
         self.block_r, self.block_w = os.pipe() if cgroup else (None, None)
         spec = {
@@ -82,7 +86,7 @@ class FallbackLaunch:
         }
         self.argv = [sys.executable, "-I", "-S", LAUNCHER, json.dumps(spec), "--", *argv]
         self.pass_fds = tuple(fd for fd in (self.status_w, self.block_r) if fd is not None)
-        self.spawn_kwargs: dict[str, object] = {}
+        self.user: int | None = None  # the launcher runs as polyfuse; it drops the program's uid itself
 
     def spawned(self) -> None:
         close_fds(self.status_w, self.block_r)
@@ -112,8 +116,13 @@ class FallbackLaunch:
             os.kill(pid, signal.SIGTERM)
 
     def outcome(self, returncode: int) -> Outcome:
-        report = _read_report(self.status_r)
-        confinement = ["landlock-fallback", *report.get("confinement", [])]
+        report = _read_report(self.status_r) if self.status_r is not None else {}
+        applied = report.get("confinement")
+        confinement = (
+            ["landlock-fallback", *(str(c) for c in applied if isinstance(c, str))]
+            if isinstance(applied, list)
+            else ["landlock-fallback"]
+        )
         if report.get("error"):
             return Outcome(127, None, confinement, str(report["error"]))
         status = report.get("status")

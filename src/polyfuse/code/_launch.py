@@ -26,7 +26,7 @@ class Outcome:
 class Launch(Protocol):
     argv: list[str]
     pass_fds: tuple[int, ...]
-    spawn_kwargs: dict[str, object]
+    user: int | None  # the uid to start argv as (None: polyfuse's own)
 
     def spawned(self) -> None:
         """Close the ends of the pipes that now belong to the child."""

@@ -17,6 +17,7 @@ no ptrace, no keyrings). What was in force is written to the status fd as JSON, 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import json
@@ -25,10 +26,16 @@ import resource
 import signal
 import sys
 import time
+from typing import Any
 
 _CLONE_NEWNET, _CLONE_NEWIPC, _CLONE_NEWUTS = 0x40000000, 0x08000000, 0x04000000
 _PR_SET_PDEATHSIG, _PR_CAPBSET_DROP, _PR_SET_NO_NEW_PRIVS, _PR_SET_CHILD_SUBREAPER = 1, 24, 38, 36
-_SYS_CREATE, _SYS_ADD_RULE, _SYS_RESTRICT, _SYS_CAPSET = 444, 445, 446, 126  # x86_64 and aarch64 share 444-446
+_SYS_CREATE, _SYS_ADD_RULE, _SYS_RESTRICT, _SYS_CAPSET = (
+    444,
+    445,
+    446,
+    126,
+)  # x86_64 and aarch64 share 444-446
 _RULE_PATH_BENEATH = 1
 _VERSION_FLAG = 1
 
@@ -41,12 +48,15 @@ _NET_BIND_TCP, _NET_CONNECT_TCP = 1 << 0, 1 << 1  # ABI 4
 _SCOPE_ABSTRACT_UNIX, _SCOPE_SIGNAL = 1 << 0, 1 << 1  # ABI 6
 
 # Denied by seccomp (EPERM): metadata changes Landlock does not cover, and ways around the other layers.
-_DENIED = (
-    "chmod fchmod fchmodat fchmodat2 chown fchown lchown fchownat utime utimes utimensat futimesat "
-    "setxattr lsetxattr fsetxattr removexattr lremovexattr fremovexattr setxattrat removexattrat "
-    "io_uring_setup io_uring_enter io_uring_register ptrace process_vm_readv process_vm_writev "
-    "add_key request_key keyctl bpf perf_event_open userfaultfd"
-).split()
+_DENIED = [
+    *("chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat"),
+    *("utime", "utimes", "utimensat", "futimesat"),
+    *("setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr"),
+    *("setxattrat", "removexattrat"),
+    *("io_uring_setup", "io_uring_enter", "io_uring_register"),
+    *("ptrace", "process_vm_readv", "process_vm_writev"),
+    *("add_key", "request_key", "keyctl", "bpf", "perf_event_open", "userfaultfd"),
+]
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -92,7 +102,8 @@ def _processes_of(uid: int) -> int:
 
 def _drop_capabilities() -> bool:
     """Root that cannot become uid 65534 keeps uid 0 but loses every capability, for good."""
-    last = int(open("/proc/sys/kernel/cap_last_cap").read())
+    with open("/proc/sys/kernel/cap_last_cap", encoding="ascii") as f:
+        last = int(f.read())
     for cap in range(last + 1):
         _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0)
     header = (ctypes.c_uint32 * 2)(0x20080522, 0)
@@ -133,14 +144,17 @@ def _landlock(spec: dict[str, object], block_network: bool) -> list[str]:
                     return []
             finally:
                 os.close(fd)
-        if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 or _libc.syscall(_SYS_RESTRICT, ruleset, 0) != 0:
+        if (
+            _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            or _libc.syscall(_SYS_RESTRICT, ruleset, 0) != 0
+        ):
             return []
     finally:
         os.close(ruleset)
     return ["landlock-fs"] + (["landlock-net"] if net else []) + (["landlock-scope"] if scoped else [])
 
 
-def _seccomp_filter(extra_path: str | None, block_network: bool) -> object | None:
+def _seccomp_filter(extra_path: str | None, block_network: bool) -> Any:
     """The filter to load last (libseccomp through pyseccomp, imported before any confinement), or None."""
     if extra_path is None:
         return None
@@ -204,7 +218,7 @@ def _confine(spec: dict[str, object]) -> list[str]:
     applied += _landlock(spec, block_network)
     os.chdir(str(spec["root"]))
     if seccomp is not None:
-        seccomp.load()  # type: ignore[attr-defined]
+        seccomp.load()
         applied.append("seccomp")
     return applied
 
@@ -233,10 +247,8 @@ def _kill_all(deadline: float) -> None:
     me = os.getpid()
     while time.monotonic() < deadline:
         for pid in _descendants(me):
-            try:
+            with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
         try:
             while os.waitpid(-1, os.WNOHANG)[0] > 0:
                 pass
@@ -259,9 +271,13 @@ def main() -> None:
         os.close(int(spec["block_fd"]))
     _libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     applied = []
-    if not spec["limits"]["network"] and os.geteuid() == 0:
-        if _libc.unshare(_CLONE_NEWNET | _CLONE_NEWIPC | _CLONE_NEWUTS) == 0:
-            applied += ["netns", "ipcns", "utsns"]
+    root = os.geteuid() == 0
+    if (
+        root
+        and not spec["limits"]["network"]
+        and _libc.unshare(_CLONE_NEWNET | _CLONE_NEWIPC | _CLONE_NEWUTS) == 0
+    ):
+        applied += ["netns", "ipcns", "utsns"]
     outcome: dict[str, object] = {}
     signal.signal(signal.SIGTERM, _on_term)
     try:

@@ -73,9 +73,9 @@ def _pth_dirs(site_dir: str) -> list[str]:
             continue
         for line in lines[:50]:
             line = line.strip()
-            if line and not line.startswith(("#", "import ", "import\t")) and os.path.isabs(line):
-                if os.path.isdir(line):
-                    found.append(line)
+            code = line.startswith(("#", "import ", "import\t"))
+            if line and not code and os.path.isabs(line) and os.path.isdir(line):
+                found.append(line)
     return found
 
 

@@ -90,7 +90,13 @@ def _mentioned(output: str, root: Path, rf: RepoFilter) -> list[Path]:
 def _verify_check(argv: list[str], root: Path, limits: SandboxLimits) -> CheckFn:
     async def check(program: Program) -> Check:
         res = await run_command(argv, root, program.files, limits)
-        return Check(name="command passes", passed=res.ok, detail=res.summary(), seconds=res.duration)
+        return Check(
+            name="command passes",
+            passed=res.ok,
+            detail=res.summary(),
+            seconds=res.duration,
+            sandbox=res.sandbox,
+        )
 
     return check
 
@@ -124,7 +130,7 @@ async def debug(
     argv = _argv(cmd, root) if cmd is not None else None
     for f in files or []:
         read_source(f)
-    limits = SandboxLimits(timeout=env.settings.sandbox_timeout)
+    limits = env.sandbox_limits()
     run = None
     output = traceback or ""
     if argv is not None:

@@ -124,7 +124,9 @@ def sandbox_info(backend: Backend = "auto") -> SandboxInfo:
         if isinstance(p, _bwrap.BwrapPlan):
             if p.user is not None or os.geteuid() != 0 or cgroup:
                 how = f"uid {SANDBOX_UID}" + (" outside too" if p.user is not None else "")
-                return SandboxInfo("bwrap", True, f"bwrap ({how}, cgroup: {'yes' if cgroup else 'no'})", p.user, cgroup)
+                return SandboxInfo(
+                    "bwrap", True, f"bwrap ({how}, cgroup: {'yes' if cgroup else 'no'})", p.user, cgroup
+                )
             interpreter = host_view().python[0] if host_view().python else sys.prefix
             why = (
                 f"bwrap runs as root with no process limit: {interpreter} is not readable by uid {SANDBOX_UID}"
@@ -279,7 +281,9 @@ async def _supervise(
                 env=env,  # bwrap's own environment is readable in the sandbox (/proc/1/environ): nothing more
                 pass_fds=launch.pass_fds,
                 start_new_session=True,
-                **launch.spawn_kwargs,
+                user=launch.user,
+                group=launch.user,
+                extra_groups=None if launch.user is None else [],
             )
         finally:
             launch.spawned()
@@ -322,7 +326,9 @@ def _make_cgroup(limits: SandboxLimits) -> Cgroup | None:
     if parent is None:
         return None
     try:
-        return parent.create(limits.memory_mb << 20, limits.max_processes + 1)  # + bwrap's pid 1 or the reaper
+        return parent.create(
+            limits.memory_mb << 20, limits.max_processes + 1
+        )  # + bwrap's pid 1 or the reaper
     except OSError:
         return None
 
