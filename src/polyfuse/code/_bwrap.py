@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from ._cgroup import Cgroup
 from ._launch import Outcome, close_fds, read_until_eof, signal_name
-from ._view import GROUP, PASSWD, SANDBOX_UID, View, host_view, reachable_by_others
+from ._view import GROUP, PASSWD, SANDBOX_UID, View, host_view, unreachable_by_others
 
 __all__ = ["BwrapPlan", "BwrapLaunch", "plan", "argv_for"]
 
@@ -151,7 +151,7 @@ def plan() -> BwrapPlan | str:
         return "prlimit is not installed (util-linux)"
     view = host_view()
     users: list[int | None] = [None]
-    if os.geteuid() == 0 and reachable_by_others((*view.readable, tempfile.gettempdir())):
+    if os.geteuid() == 0 and unreachable_by_others((*view.readable, tempfile.gettempdir())) is None:
         users.insert(0, SANDBOX_UID)
     error = "bwrap did not run"
     for user in users:

@@ -125,7 +125,7 @@ class Cgroup:
                 return True
             if time.monotonic() >= deadline:
                 return False
-            time.sleep(0.005)
+            time.sleep(0.001)
 
 
 def _write(path: Path, value: str) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ._cgroup import Cgroup
 from ._launch import Outcome, close_fds, signal_name
-from ._view import SANDBOX_UID, View, host_view, reachable_by_others
+from ._view import SANDBOX_UID, View, host_view, unreachable_by_others
 
 __all__ = ["FallbackPlan", "FallbackLaunch", "plan", "LAUNCHER"]
 
@@ -51,7 +51,8 @@ def _seccomp_path() -> str | None:
 def plan() -> FallbackPlan:
     root = os.geteuid() == 0
     view = host_view()
-    drop = SANDBOX_UID if root and reachable_by_others((*view.readable, tempfile.gettempdir())) else None
+    readable = unreachable_by_others((*view.readable, tempfile.gettempdir())) is None
+    drop = SANDBOX_UID if root and readable else None
     return FallbackPlan(_landlock_abi(), _seccomp_path(), drop, root)
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["View", "host_view", "reachable_by_others", "SANDBOX_UID", "PASSWD", "GROUP"]
+__all__ = ["View", "host_view", "unreachable_by_others", "SANDBOX_UID", "PASSWD", "GROUP"]
 
 SANDBOX_UID = 65534  # "nobody": the uid candidates run as, inside the namespace and (when root) outside too
 
@@ -106,19 +106,19 @@ def host_view() -> View:
     return View(system, python, etc)
 
 
-def reachable_by_others(paths: tuple[str, ...]) -> bool:
-    """Whether a user with no relation to the files' owners (uid 65534) can reach and read every path: each
-    ancestor searchable by others, the path itself readable (and searchable, for a directory) by others."""
+def unreachable_by_others(paths: tuple[str, ...]) -> str | None:
+    """The first path a user with no relation to the files' owners (uid 65534) cannot reach and read (each
+    ancestor searchable by others, the path itself readable and, for a directory, searchable), or None."""
     for p in paths:
         real = Path(os.path.realpath(p))
         try:
             for ancestor in real.parents:
                 if not os.stat(ancestor).st_mode & stat.S_IXOTH:
-                    return False
+                    return p
             mode = os.stat(real).st_mode
         except OSError:
-            return False
+            return p
         need = stat.S_IROTH | (stat.S_IXOTH if stat.S_ISDIR(mode) else 0)
         if mode & need != need:
-            return False
-    return True
+            return p
+    return None

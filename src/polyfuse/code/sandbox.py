@@ -36,7 +36,7 @@ from . import _bwrap, _fallback
 from ._capture import Collector
 from ._cgroup import Cgroup, find_parent
 from ._launch import Launch
-from ._view import SANDBOX_UID, host_view
+from ._view import SANDBOX_UID, host_view, unreachable_by_others
 
 __all__ = [
     "SandboxLimits",
@@ -118,18 +118,21 @@ class SandboxInfo:
 
 def sandbox_info(backend: Backend = "auto") -> SandboxInfo:
     """Which sandbox runs here and whether it is adequate (probed once per process)."""
-    cgroup = find_parent() is not None
+    parent = find_parent()
+    cgroup = parent is not None
+    cgroups = f"cgroup v{parent.version} memory+pids" if parent is not None else "no cgroup"
     if backend != "landlock":
         p = _bwrap.plan()
         if isinstance(p, _bwrap.BwrapPlan):
             if p.user is not None or os.geteuid() != 0 or cgroup:
-                how = f"uid {SANDBOX_UID}" + (" outside too" if p.user is not None else "")
-                return SandboxInfo(
-                    "bwrap", True, f"bwrap ({how}, cgroup: {'yes' if cgroup else 'no'})", p.user, cgroup
-                )
-            interpreter = host_view().python[0] if host_view().python else sys.prefix
+                outside = f"{SANDBOX_UID} outside too" if p.user is not None else f"{os.geteuid()} outside"
+                if p.user is None and os.geteuid() == 0:
+                    outside = "0 outside, no capabilities"
+                how = f"bwrap: uid {SANDBOX_UID} in its user namespace (uid {outside}), {cgroups}"
+                return SandboxInfo("bwrap", True, how, p.user, cgroup)
+            blocked = unreachable_by_others(host_view().readable) or sys.prefix
             why = (
-                f"bwrap runs as root with no process limit: {interpreter} is not readable by uid {SANDBOX_UID}"
+                f"bwrap runs as root with no process limit: {blocked} is not readable by uid {SANDBOX_UID}"
                 " and there is no cgroup with a pids controller"
             )
             return SandboxInfo("bwrap", False, why, p.user, cgroup)
@@ -253,7 +256,9 @@ async def _run(
     finally:
         launch.close()
         if cgroup is not None:
-            await asyncio.to_thread(cgroup.remove, time.monotonic() + 2.0)
+            # Every process in it is killed already; removing the directory waits for them to be gone, which
+            # the caller need not wait for.
+            asyncio.get_running_loop().run_in_executor(None, cgroup.remove, time.monotonic() + 5.0)
 
 
 async def _supervise(
