@@ -2,8 +2,9 @@
 process so a test can run it as root or as an unprivileged user and measure what a run costs the caller.
 
 Reads one JSON job per line on stdin, answers one JSON line on stdout:
-job: {"code", "args", "limits", "control"}; with "control" the program runs unsandboxed (a plain subprocess as
-the same user, same environment) to show that the attack works without the sandbox.
+job: {"code", "args", "limits", "control", "workdir"}; with "control" the program runs unsandboxed (a plain
+subprocess as the same user, same environment) to show that the attack works without the sandbox; with
+"workdir" it runs in that directory (the caller's) instead of a fresh one.
 answer: {"result" | "control" | "error", "elapsed" (seconds), "rss_growth_kb" (peak RSS during the job above
 the RSS before it)}. The first line it writes is {"pid": ..., "uid": ...}.
 """
@@ -18,8 +19,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
-from polyfuse.code.sandbox import SandboxLimits, run_python
+from polyfuse.code.sandbox import SandboxLimits, run_python, run_sandboxed
 
 
 def _status(field: str) -> int:
@@ -62,6 +64,10 @@ def main() -> None:
         try:
             if job.get("control"):
                 answer["control"] = _control(job["code"], job["args"], limits.timeout)
+            elif job.get("workdir"):  # the caller's own directory
+                argv = [sys.executable, "-I", "-c", job["code"], *job["args"]]
+                result = asyncio.run(run_sandboxed(argv, workdir=Path(job["workdir"]), limits=limits))
+                answer["result"] = dataclasses.asdict(result)
             else:
                 result = asyncio.run(run_python(job["code"], limits=limits, args=job["args"]))
                 answer["result"] = dataclasses.asdict(result)

@@ -5,8 +5,11 @@ sandbox unless allowed. Hostile programs are in test_sandbox_hostile.py."""
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,7 +25,7 @@ from polyfuse.code.sandbox import (
     sandbox_info,
 )
 from polyfuse.errors import UserError
-from sandboxkit import none_left
+from sandboxkit import Runner, none_left
 
 BACKENDS = ["bwrap", "landlock"]
 
@@ -148,3 +151,38 @@ def test_the_output_buffer_keeps_head_and_tail_and_counts_the_rest() -> None:
     small = CappedBuffer(100)
     small.feed(b"short")
     assert small.text() == "short" and small.dropped == 0
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="needs root: the sandbox drops to uid 65534 only when it runs as root"
+)
+def test_as_root_the_program_runs_as_uid_65534_and_the_caller_gets_its_directory_back(tmp_path: Path) -> None:
+    reachable = Path(tempfile.mkdtemp(prefix="polyfuse-test-work-"))  # in /tmp: uid 65534 can reach it
+    hidden = tmp_path / "work"  # beneath pytest's 0700 directory: it cannot
+    hidden.mkdir()
+    code = "import os\nopen('made.txt', 'w').write(str(os.getuid()))\nos.mkdir('sub')\nprint(open('given.txt').read())"
+    runner = Runner(
+        "root-view", {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    )  # interpreter readable by others
+    try:
+        for work, dropped in ((reachable, True), (hidden, False)):
+            for backend in BACKENDS:
+                (work / "given.txt").write_text("from the caller\n")
+                limits = {"backend": backend, "allow_weak": True}
+                answer = runner.run(
+                    {"code": code, "args": [], "limits": limits, "workdir": str(work)}, timeout=60
+                )
+                r = answer["result"]
+                assert isinstance(r, dict) and r["returncode"] == 0, answer
+                assert ("uid-65534" in r["confinement"]) is dropped, r["confinement"]
+                inside = (
+                    "65534" if dropped or backend == "bwrap" else "0"
+                )  # the fallback keeps uid 0, no capabilities
+                assert r["stdout"] == "from the caller\n\n" and (work / "made.txt").read_text() == inside
+                for path in (work, work / "given.txt", work / "made.txt", work / "sub"):
+                    assert path.stat().st_uid == os.geteuid(), path  # handed back to the caller
+                (work / "made.txt").unlink()
+                (work / "sub").rmdir()
+    finally:
+        runner.close()
+        shutil.rmtree(reachable, ignore_errors=True)

@@ -4,6 +4,7 @@ sandbox, before the judge sees it."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -65,6 +66,7 @@ async def run_command(
     """Run ``argv`` in a sandboxed scratch copy of the project, with ``changed`` files overlaid."""
     rf = RepoFilter(root)
     with tempfile.TemporaryDirectory(prefix="polyfuse-debug-") as tmp:
+        os.chmod(tmp, 0o711)  # searchable, not listable: a sandbox that drops to uid 65534 can reach the copy
         scratch = Path(tmp) / "project"
         _copy_project(root, scratch, rf)
         for rel, content in (changed or {}).items():

@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -211,6 +211,7 @@ async def run_sandboxed(
                 raise ValueError(f"sandbox file {name!r} would land outside the sandbox")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(content, encoding="utf-8")
+        info = _for_directory(info, root)
         owner = root.stat()
         if info.uid is not None:
             _chown_tree(root, info.uid, info.uid)
@@ -224,6 +225,19 @@ async def run_sandboxed(
             shutil.rmtree(root, ignore_errors=True)
 
 
+def _for_directory(info: SandboxInfo, root: Path) -> SandboxInfo:
+    """Root drops to uid 65534 only for a work directory that uid can reach; otherwise this run keeps uid 0
+    outside (without capabilities), which is adequate only with a cgroup to bound its processes."""
+    if info.uid is None or unreachable_by_others(tuple(str(p) for p in root.parents)) is None:
+        return info
+    if info.adequate and not info.cgroup:
+        raise SandboxUnavailableError(
+            f"the work directory {root} is not reachable by uid {SANDBOX_UID} and there is no cgroup to bound "
+            "the processes of a run as root; use a directory others can search"
+        )
+    return replace(info, uid=None)
+
+
 def _launch(
     info: SandboxInfo, root: Path, argv: list[str], env: dict[str, str], limits: SandboxLimits, cgroup: bool
 ) -> Launch:
@@ -231,8 +245,10 @@ def _launch(
     if info.backend == "bwrap":
         p = _bwrap.plan()
         assert isinstance(p, _bwrap.BwrapPlan)
+        p = replace(p, user=info.uid)
         return _bwrap.BwrapLaunch(p, host_view(), str(root), argv, env, spec, cgroup)
-    return _fallback.FallbackLaunch(_fallback.plan(), host_view(), str(root), argv, env, spec, cgroup)
+    f = replace(_fallback.plan(), drop_uid=info.uid)
+    return _fallback.FallbackLaunch(f, host_view(), str(root), argv, env, spec, cgroup)
 
 
 async def _run(
