@@ -103,6 +103,17 @@ async def test_a_missing_command_is_a_clear_failure(backend: str) -> None:
     assert r.returncode == 127 and "cannot run definitely-not-a-command-xyz" in r.stderr
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_runs_at_the_same_time_each_get_their_own_input_and_output(backend: str) -> None:
+    code = "import sys, time\ndata = sys.stdin.read()\ntime.sleep(0.2)\nprint(data * 2)\nprint(data, file=sys.stderr)"
+    runs = [run_python(code, stdin=f"run{i}-", limits=limits(backend)) for i in range(8)]
+    runs.append(run_python("while True: pass", limits=limits(backend, timeout=1.0)))
+    results = await asyncio.gather(*runs)
+    for i, r in enumerate(results[:-1]):
+        assert r.ok and r.stdout == f"run{i}-run{i}-\n" and r.stderr == f"run{i}-\n", (i, r)
+    assert results[-1].timed_out
+
+
 def test_sandbox_files_cannot_be_placed_outside() -> None:
     with pytest.raises(ValueError, match="outside the sandbox"):
         asyncio.run(run_sandboxed(["true"], files={"../evil.py": "x"}))

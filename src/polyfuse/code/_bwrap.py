@@ -187,6 +187,12 @@ class BwrapLaunch:
         limits: dict[str, float | int | bool],
         cgroup: bool,
     ) -> None:
+        self.passwd: int | None
+        self.group: int | None
+        self.info_r: int | None
+        self.info_w: int | None
+        self.block_r: int | None
+        self.block_w: int | None
         self.passwd, self.group = data_fds()
         self.info_r = self.info_w = self.block_r = self.block_w = None
         if cgroup:
@@ -217,6 +223,7 @@ class BwrapLaunch:
 
     def spawned(self) -> None:
         close_fds(self.passwd, self.group, self.info_w, self.block_r)
+        self.passwd = self.group = self.info_w = self.block_r = None  # never close a number twice: it is reused
 
     async def admit(self, pid: int, cgroup: Cgroup | None, timeout: float) -> bool:
         if self.info_r is None or self.block_w is None:
@@ -252,3 +259,4 @@ class BwrapLaunch:
 
     def close(self) -> None:
         close_fds(self.passwd, self.group, self.info_r, self.info_w, self.block_r, self.block_w)
+        self.passwd = self.group = self.info_r = self.info_w = self.block_r = self.block_w = None

@@ -138,6 +138,7 @@ class FallbackLaunch:
 
     def close(self) -> None:
         close_fds(self.status_r, self.status_w, self.block_r, self.block_w)
+        self.status_r = self.status_w = self.block_r = self.block_w = None
 
 
 def _read_report(fd: int) -> dict[str, object]:
