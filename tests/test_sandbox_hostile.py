@@ -6,8 +6,10 @@ its timeout plus a few seconds and without its memory growing, and that no proce
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import platform
 import secrets
 import time
 from collections.abc import Iterator
@@ -249,6 +251,31 @@ def test_a_process_outside_cannot_be_killed(ctx: Ctx, backend: str) -> None:
     r, _ = sandboxed(ctx, backend, probe.replace("SIG", "signal.SIGKILL"))
     time.sleep(0.2)
     assert alive(pid) and report(r)["kill"].startswith("blocked")
+
+
+# io_uring_setup (its ring bypasses syscall filters) and keyctl (the user's keyrings), by architecture
+KERNEL_CALLS = {"x86_64": (425, 250), "aarch64": (425, 219)}.get(platform.machine())
+KERNEL_PROBE = """
+import ctypes, json, os
+libc = ctypes.CDLL(None, use_errno=True)
+params = ctypes.create_string_buffer(120)
+ring = libc.syscall({io_uring}, 8, params)
+out = {{"io_uring": "ok" if ring >= 0 else os.strerror(ctypes.get_errno())}}
+keyring = libc.syscall({keyctl}, 0, -4, 0)  # KEYCTL_GET_KEYRING_ID of the user keyring
+out["keyctl"] = "ok" if keyring >= 0 else os.strerror(ctypes.get_errno())
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(KERNEL_CALLS is None, reason=f"no syscall numbers for {platform.machine()}")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_io_uring_and_the_keyrings_are_denied(ctx: Ctx, backend: str) -> None:
+    assert KERNEL_CALLS is not None
+    code = KERNEL_PROBE.format(io_uring=KERNEL_CALLS[0], keyctl=KERNEL_CALLS[1])
+    assert report_of(control(ctx, code)) == {"io_uring": "ok", "keyctl": "ok"}
+    r, _ = sandboxed(ctx, backend, code)
+    assert report(r) == {"io_uring": os.strerror(errno.EPERM), "keyctl": os.strerror(errno.EPERM)}
+    assert "seccomp" in r["confinement"]
 
 
 def report_of(c: dict[str, Any]) -> dict[str, str]:

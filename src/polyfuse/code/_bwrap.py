@@ -15,6 +15,7 @@ The command is wrapped in ``prlimit`` so the resource limits are set inside the 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -52,6 +53,7 @@ def argv_for(
     group_fd: int,
     info_fd: int | None = None,
     block_fd: int | None = None,
+    seccomp_fd: int | None = None,
 ) -> list[str]:
     a = [p.bwrap, "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if not limits["network"]:
@@ -76,10 +78,51 @@ def argv_for(
         a += ["--info-fd", str(info_fd)]
     if block_fd is not None:
         a += ["--block-fd", str(block_fd)]
+    if seccomp_fd is not None:
+        a += ["--seccomp", str(seccomp_fd)]
     cpu, mb, fs = int(limits["cpu_seconds"]), int(limits["memory_mb"]), int(limits["file_size_mb"])
     a += ["--", p.prlimit, f"--cpu={cpu}:{cpu + 1}", f"--as={mb << 20}", f"--fsize={fs << 20}", "--core=0"]
     a += [f"--nproc={int(limits['max_processes'])}", "--", *argv]
     return a
+
+
+# Denied inside the sandbox (EPERM) although the namespaces contain them: the kernel's riskiest interfaces for
+# an unprivileged process (io_uring, bpf, perf, userfaultfd) and the keyrings, which are per uid.
+_DENIED = (
+    *("io_uring_setup", "io_uring_enter", "io_uring_register", "bpf", "perf_event_open", "userfaultfd"),
+    *("add_key", "request_key", "keyctl"),
+)
+
+
+@functools.cache
+def seccomp_program() -> bytes | None:
+    """The compiled seccomp filter for ``--seccomp`` (libseccomp through pyseccomp), or None without it."""
+    try:
+        import pyseccomp as sc
+    except (ImportError, RuntimeError, OSError):
+        return None
+    f = sc.SyscallFilter(sc.ALLOW)
+    for name in _DENIED:
+        try:
+            f.add_rule(sc.ERRNO(errno.EPERM), name)
+        except (ValueError, OSError):
+            continue  # a syscall this kernel or libseccomp does not know
+    with tempfile.TemporaryFile() as out:
+        f.export_bpf(out)
+        out.seek(0)
+        program: bytes = out.read()
+    return program
+
+
+def seccomp_fd() -> int | None:
+    """Read end of a pipe holding the filter (bwrap reads it), or None."""
+    program = seccomp_program()
+    if program is None:
+        return None
+    r, w = os.pipe()
+    os.write(w, program)  # a few hundred bytes: never blocks
+    os.close(w)
+    return r
 
 
 def data_fds() -> tuple[int, int]:
@@ -100,6 +143,7 @@ def _try(p: BwrapPlan) -> str | None:
         if p.user is not None:
             os.chown(work, p.user, p.user)
         passwd, group = data_fds()
+        seccomp = seccomp_fd()
         limits: dict[str, float | int | bool] = {
             "network": False,
             "cpu_seconds": 10,
@@ -116,6 +160,7 @@ def _try(p: BwrapPlan) -> str | None:
             limits,
             passwd_fd=passwd,
             group_fd=group,
+            seccomp_fd=seccomp,
         )
         try:
             r = subprocess.run(
@@ -123,7 +168,7 @@ def _try(p: BwrapPlan) -> str | None:
                 capture_output=True,
                 text=True,
                 timeout=20,
-                pass_fds=(passwd, group),
+                pass_fds=tuple(fd for fd in (passwd, group, seccomp) if fd is not None),
                 env={"PATH": "/usr/bin:/bin"},
                 cwd="/",
                 user=p.user,
@@ -133,8 +178,7 @@ def _try(p: BwrapPlan) -> str | None:
         except (OSError, subprocess.SubprocessError) as exc:
             return str(exc)
         finally:
-            os.close(passwd)
-            os.close(group)
+            close_fds(passwd, group, seccomp)
     if r.returncode == 0:
         return None
     lines = (r.stderr or r.stdout).strip().splitlines()
@@ -188,12 +232,14 @@ class BwrapLaunch:
         cgroup: bool,
     ) -> None:
         self.passwd: int | None
+        self.seccomp: int | None
         self.group: int | None
         self.info_r: int | None
         self.info_w: int | None
         self.block_r: int | None
         self.block_w: int | None
         self.passwd, self.group = data_fds()
+        self.seccomp = seccomp_fd()
         self.info_r = self.info_w = self.block_r = self.block_w = None
         if cgroup:
             self.info_r, self.info_w = os.pipe()
@@ -209,8 +255,9 @@ class BwrapLaunch:
             group_fd=self.group,
             info_fd=self.info_w,
             block_fd=self.block_r,
+            seccomp_fd=self.seccomp,
         )
-        child_fds = (self.passwd, self.group, self.info_w, self.block_r)
+        child_fds = (self.passwd, self.group, self.seccomp, self.info_w, self.block_r)
         self.pass_fds = tuple(fd for fd in child_fds if fd is not None)
         self.user = p.user
         self.confinement = ["bwrap", "userns", "pidns", "mountns", "ipcns", "utsns", "rlimits"]
@@ -220,10 +267,14 @@ class BwrapLaunch:
             self.confinement.append("nproc")  # root (uid 0 outside) is exempt from RLIMIT_NPROC
         if p.user is not None:
             self.confinement.append(f"uid-{p.user}")
+        if self.seccomp is not None:
+            self.confinement.append("seccomp")
 
     def spawned(self) -> None:
-        close_fds(self.passwd, self.group, self.info_w, self.block_r)
-        self.passwd = self.group = self.info_w = self.block_r = None  # never close a number twice: it is reused
+        close_fds(self.passwd, self.group, self.seccomp, self.info_w, self.block_r)
+        self.passwd = self.group = self.seccomp = self.info_w = self.block_r = (
+            None  # a number closed twice may be another's
+        )
 
     async def admit(self, pid: int, cgroup: Cgroup | None, timeout: float) -> bool:
         if self.info_r is None or self.block_w is None:
@@ -258,5 +309,7 @@ class BwrapLaunch:
         return Outcome(returncode, None, list(self.confinement))
 
     def close(self) -> None:
-        close_fds(self.passwd, self.group, self.info_r, self.info_w, self.block_r, self.block_w)
-        self.passwd = self.group = self.info_r = self.info_w = self.block_r = self.block_w = None
+        close_fds(self.passwd, self.group, self.seccomp, self.info_r, self.info_w, self.block_r, self.block_w)
+        self.passwd = self.group = self.seccomp = self.info_r = self.info_w = self.block_r = self.block_w = (
+            None
+        )
