@@ -15,7 +15,6 @@ The command is wrapped in ``prlimit`` so the resource limits are set inside the 
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import json
 import os
@@ -26,6 +25,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
+from . import _seccomp
 from ._cgroup import Cgroup
 from ._launch import Outcome, close_fds, read_until_eof, signal_name
 from ._view import GROUP, PASSWD, SANDBOX_UID, View, host_view, unreachable_by_others
@@ -86,37 +86,9 @@ def argv_for(
     return a
 
 
-# Denied inside the sandbox (EPERM) although the namespaces contain them: the kernel's riskiest interfaces for
-# an unprivileged process (io_uring, bpf, perf, userfaultfd) and the keyrings, which are per uid.
-_DENIED = (
-    *("io_uring_setup", "io_uring_enter", "io_uring_register", "bpf", "perf_event_open", "userfaultfd"),
-    *("add_key", "request_key", "keyctl"),
-)
-
-
-@functools.cache
-def seccomp_program() -> bytes | None:
-    """The compiled seccomp filter for ``--seccomp`` (libseccomp through pyseccomp), or None without it."""
-    try:
-        import pyseccomp as sc
-    except (ImportError, RuntimeError, OSError):
-        return None
-    f = sc.SyscallFilter(sc.ALLOW)
-    for name in _DENIED:
-        try:
-            f.add_rule(sc.ERRNO(errno.EPERM), name)
-        except (ValueError, OSError):
-            continue  # a syscall this kernel or libseccomp does not know
-    with tempfile.TemporaryFile() as out:
-        f.export_bpf(out)
-        out.seek(0)
-        program: bytes = out.read()
-    return program
-
-
 def seccomp_fd() -> int | None:
     """Read end of a pipe holding the filter (bwrap reads it), or None."""
-    program = seccomp_program()
+    program = _seccomp.program("bwrap", True)
     if program is None:
         return None
     r, w = os.pipe()

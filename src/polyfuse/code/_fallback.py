@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import functools
-import importlib.util
 import json
 import os
 import signal
@@ -17,6 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import _seccomp
 from ._cgroup import Cgroup
 from ._launch import Outcome, close_fds, signal_name
 from ._view import SANDBOX_UID, View, host_view, unreachable_by_others
@@ -29,7 +28,6 @@ LAUNCHER = str(Path(__file__).with_name("_sandbox_exec.py"))
 @dataclass(frozen=True)
 class FallbackPlan:
     landlock_abi: int  # 0: no Landlock
-    seccomp_path: str | None  # where pyseccomp is (None: no seccomp layer)
     drop_uid: int | None  # root drops to this uid
     namespaces: bool  # root: new network, IPC and UTS namespaces
 
@@ -40,20 +38,13 @@ def _landlock_abi() -> int:
     return max(int(abi), 0)
 
 
-def _seccomp_path() -> str | None:
-    spec = importlib.util.find_spec("pyseccomp")
-    if spec is None or spec.origin is None or ctypes.util.find_library("seccomp") is None:
-        return None
-    return os.path.dirname(spec.origin)
-
-
 @functools.cache
 def plan() -> FallbackPlan:
     root = os.geteuid() == 0
     view = host_view()
     readable = unreachable_by_others((*view.readable, tempfile.gettempdir())) is None
     drop = SANDBOX_UID if root and readable else None
-    return FallbackPlan(_landlock_abi(), _seccomp_path(), drop, root)
+    return FallbackPlan(_landlock_abi(), drop, root)
 
 
 class FallbackLaunch:
@@ -81,7 +72,7 @@ class FallbackLaunch:
             "devices_rw": list(view.devices_rw),
             "devices_ro": list(view.devices_ro),
             "drop_uid": p.drop_uid,
-            "seccomp_path": p.seccomp_path,
+            "seccomp": (_seccomp.program("fallback", not limits["network"]) or b"").hex(),
             "status_fd": self.status_w,
             "block_fd": self.block_r,
         }

@@ -11,25 +11,25 @@ fast and runs before any confinement). It stays outside the sandbox as the run's
 Its child confines itself, then ``exec``s the program: resource limits, a drop to uid 65534 when root (or to
 no capabilities at all when the interpreter is not readable by that uid), Landlock (reads only beneath the view
 of ``_view``, writes only beneath the work directory, no TCP, no signals or abstract UNIX sockets outside the
-sandbox), and a seccomp filter (no sockets but socketpairs, no connect, no changes to file metadata, no io_uring,
-no ptrace, no keyrings). What was in force is written to the status fd as JSON, with the program's wait status.
+sandbox), and the seccomp filter polyfuse compiled with libseccomp (``_seccomp``: no sockets but socket pairs, no
+connect, no changes to file metadata, no io_uring, ptrace or keyrings). What was in force is written to the
+status fd as JSON, with the program's wait status.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import json
 import os
 import resource
 import signal
 import sys
 import time
-from typing import Any
 
 _CLONE_NEWNET, _CLONE_NEWIPC, _CLONE_NEWUTS = 0x40000000, 0x08000000, 0x04000000
 _PR_SET_PDEATHSIG, _PR_CAPBSET_DROP, _PR_SET_NO_NEW_PRIVS, _PR_SET_CHILD_SUBREAPER = 1, 24, 38, 36
+_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 22, 2
 _SYS_CREATE, _SYS_ADD_RULE, _SYS_RESTRICT, _SYS_CAPSET = (
     444,
     445,
@@ -46,17 +46,6 @@ _MAKE = sum(1 << b for b in range(6, 13))  # char, dir, reg, sock, fifo, block, 
 _REFER, _TRUNCATE, _IOCTL_DEV = 1 << 13, 1 << 14, 1 << 15  # ABI 2, 3, 5
 _NET_BIND_TCP, _NET_CONNECT_TCP = 1 << 0, 1 << 1  # ABI 4
 _SCOPE_ABSTRACT_UNIX, _SCOPE_SIGNAL = 1 << 0, 1 << 1  # ABI 6
-
-# Denied by seccomp (EPERM): metadata changes Landlock does not cover, and ways around the other layers.
-_DENIED = [
-    *("chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat"),
-    *("utime", "utimes", "utimensat", "futimesat"),
-    *("setxattr", "lsetxattr", "fsetxattr", "removexattr", "lremovexattr", "fremovexattr"),
-    *("setxattrat", "removexattrat"),
-    *("io_uring_setup", "io_uring_enter", "io_uring_register"),
-    *("ptrace", "process_vm_readv", "process_vm_writev"),
-    *("add_key", "request_key", "keyctl", "bpf", "perf_event_open", "userfaultfd"),
-]
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -154,30 +143,16 @@ def _landlock(spec: dict[str, object], block_network: bool) -> list[str]:
     return ["landlock-fs"] + (["landlock-net"] if net else []) + (["landlock-scope"] if scoped else [])
 
 
-def _seccomp_filter(extra_path: str | None, block_network: bool) -> Any:
-    """The filter to load last (libseccomp through pyseccomp, imported before any confinement), or None."""
-    if extra_path is None:
-        return None
-    sys.path.insert(0, extra_path)
-    try:
-        import pyseccomp as sc  # type: ignore[import-untyped, import-not-found, unused-ignore]
-    except (ImportError, RuntimeError, OSError):
-        return None
-    import socket
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
-    denied = sc.ERRNO(errno.EPERM)
-    f = sc.SyscallFilter(sc.ALLOW)
-    for name in _DENIED:
-        try:
-            f.add_rule(denied, name)
-        except (ValueError, OSError):
-            continue  # a syscall this kernel or libseccomp does not know
-    if block_network:
-        f.add_rule(sc.ERRNO(errno.EACCES), "socket", sc.Arg(0, sc.NE, socket.AF_UNIX))
-        for name in ("connect", "sendmsg", "sendmmsg"):
-            f.add_rule(denied, name)
-        f.add_rule(denied, "sendto", sc.Arg(4, sc.NE, 0))  # datagrams with an address
-    return f
+
+def _load_seccomp(program: bytes) -> bool:
+    """Load a BPF program libseccomp compiled in polyfuse (8 bytes per instruction)."""
+    buf = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // 8, ctypes.addressof(buf))
+    _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    return bool(_libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) == 0)
 
 
 def _child(spec: dict[str, object], argv: list[str], report: int) -> None:
@@ -197,7 +172,6 @@ def _child(spec: dict[str, object], argv: list[str], report: int) -> None:
 def _confine(spec: dict[str, object]) -> list[str]:
     limits: dict[str, float] = spec["limits"]  # type: ignore[assignment]
     block_network = not limits["network"]
-    seccomp = _seccomp_filter(spec["seccomp_path"], block_network)  # type: ignore[arg-type]
     applied = []
     os.setsid()
     _set_limits(limits)
@@ -217,8 +191,7 @@ def _confine(spec: dict[str, object]) -> list[str]:
         applied.append("nproc")
     applied += _landlock(spec, block_network)
     os.chdir(str(spec["root"]))
-    if seccomp is not None:
-        seccomp.load()
+    if spec["seccomp"] and _load_seccomp(bytes.fromhex(str(spec["seccomp"]))):
         applied.append("seccomp")
     return applied
 
