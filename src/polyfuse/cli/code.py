@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from ..code.checks import describe_no_survivors
+from ..code.sandbox import SandboxLimits, require_sandbox
 from ..code.task import CodeEnv
 from ..config import load_config
 from ..errors import InvalidRequestError, NoSurvivorsError
@@ -48,8 +49,10 @@ def _common(fn: F) -> F:
     return fn
 
 
-def _execute(opts: dict[str, Any], task: Callable[[CodeEnv], Awaitable[T]]) -> T:
+def _execute(opts: dict[str, Any], task: Callable[[CodeEnv], Awaitable[T]], runs_code: bool = True) -> T:
     cfg = load_config(opts.pop("config_path", None))
+    if runs_code:  # before any model runs: with no adequate sandbox, one line saying how to opt in (exit 2)
+        require_sandbox(SandboxLimits(allow_weak=cfg.code.allow_weak_sandbox))
     overrides = {"preset": opts.pop("preset", None), "judge": opts.pop("judge", None)}
     pool = opts.pop("pool", None)
     if pool:
@@ -77,7 +80,8 @@ def _report(result: FusionResult | None, redactions: tuple[str, ...], quiet: boo
         click.echo("redacted before sending: " + "; ".join(redactions), err=True)
     if result is None:
         return
-    click.echo("checks:", err=True)
+    ran_in = sorted({k.sandbox for c in result.candidates for k in c.checks if k.sandbox})
+    click.echo("checks:" + (f" (code ran in {', '.join(ran_in)})" if ran_in else ""), err=True)
     for c in result.candidates:
         marks = (
             ", ".join(f"{k.name} {'ok' if k.passed else 'FAILED'} ({k.detail})" for k in c.checks)
@@ -179,6 +183,7 @@ def debug(cmd: str | None, files: tuple[str, ...], verify: bool, root: str, quie
         lambda env: run(
             env, root=Path(root), cmd=cmd, traceback=traceback, files=[Path(f) for f in files], verify=verify
         ),
+        runs_code=cmd is not None,
     )
     click.echo(result.explanation + "\n")
     click.echo(result.diff, nl=False)
@@ -202,7 +207,9 @@ def review(base: str, fmt: str, min_severity: str | None, root: str, quiet: bool
     from ..code.review import review as run
     from ..code.review_format import FORMATS
 
-    result = _execute(opts, lambda env: run(env, Path(root), base=base, min_severity=min_severity))
+    result = _execute(
+        opts, lambda env: run(env, Path(root), base=base, min_severity=min_severity), runs_code=False
+    )
     click.echo(FORMATS[fmt](result))
     _report(result.fusion, result.redactions, quiet or fmt != "text")
 
