@@ -9,10 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
+
 from polyfuse.testing.upstream import Behaviour
 
 BASE_APP = "def f(x):\n    return x\n"
 NEW_APP = "import os\n\ndef f(x):\n    return eval(x)\n\n\ndef g(y):\n    return y\n"
+SARIF_SCHEMA = json.loads((Path(__file__).parent / "data" / "sarif-schema-2.1.0.json").read_text())
 ENV = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY") and not k.startswith("GITHUB_")}
 
 
@@ -79,3 +82,11 @@ def review(
         env={**ENV, **(env or {})},
         timeout=timeout,
     )
+
+
+def sarif_errors(text: str) -> list[str]:
+    """Where a SARIF log breaks the SARIF 2.1.0 schema (empty when it validates)."""
+    validator = jsonschema.Draft4Validator(SARIF_SCHEMA)
+    return [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(json.loads(text))
+    ]
