@@ -19,11 +19,15 @@ from polyfuse.testing.upstream import Behaviour, FakeUpstream
 from reviewkit import EVAL, UNUSED, G, comments, repo
 
 LOCAL_CONFIG = """
-default_preset = "local"
-[code]
+default_preset = "tiny"
+[presets.tiny]  # both bundled models, short answers: the test checks the plumbing, not the prose
 pool = ["local/smollm2-135m", "local/gemma3-270m"]
 judge = "local/smollm2-135m"
-max_tokens = 96
+max_tokens = 24
+judge_max_tokens = 200
+[code]
+preset = "tiny"
+max_tokens = 64
 """
 
 
@@ -66,7 +70,11 @@ async def test_every_tool_on_the_bundled_models(tmp_path, transport):
         )
         assert not fused.is_error, text(fused)
         out = fused.structured_content
-        assert out["answer"].strip() and out["mode"] == "best-of"
+        assert (
+            out["answer"].strip()
+            and out["mode"] == "best-of"
+            and out["verdict"]["judge"] in (None, "local/smollm2-135m")
+        )
         assert {m["model"] for m in out["members"]} <= {"local/smollm2-135m", "local/gemma3-270m"}
         assert len(out["members"]) + len(out["failed_models"]) == 2 and out["cost"] == 0
         assert text(fused).startswith(out["answer"]) and "[polyfuse best-of: " in text(fused)
@@ -217,3 +225,26 @@ async def test_http_with_server_keys_needs_the_bearer_key(tmp_path):
 
             r = httpx2.post(server.url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, timeout=10)
             assert r.status_code == 401 and "Bearer" in r.json()["error"]
+
+
+def test_an_invalid_depth_variable_is_one_line_exit_2(tmp_path):
+    (tmp_path / "polyfuse.toml").write_text("")
+    proc = subprocess.run(
+        MCP, cwd=tmp_path, env={**ENV, "POLYFUSE_DEPTH": "many"}, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "error: POLYFUSE_DEPTH must be a small non-negative integer (got 'many')"
+    )
+
+
+def test_help_lists_the_mcp_server_and_the_github_review():
+    top = subprocess.run([*MCP[:-2], "--help"], capture_output=True, text=True, env=ENV, timeout=60)
+    assert "mcp     Serve fuse, consult and review_diff as MCP tools" in top.stdout
+    review = subprocess.run(
+        [*MCP[:-2], "code", "review", "--help"], capture_output=True, text=True, env=ENV, timeout=60
+    )
+    assert (
+        "--github" in review.stdout
+        and "--min-agreement" in review.stdout
+        and "--format [text|json|sarif|github]" in review.stdout
+    )
