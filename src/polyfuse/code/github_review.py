@@ -209,7 +209,8 @@ async def _create(
 async def publish(client: GitHubClient, pull: PullRequest, review: ReviewResult) -> Published:
     """Post the review, or update the one an earlier run posted (found by its marker)."""
     reviews = await client.paginate(f"/repos/{pull.repo}/pulls/{pull.number}/reviews")
-    previous = next((r for r in reviews if isinstance(r, dict) and MARKER in str(r.get("body") or "")), None)
+    ours = [r for r in reviews if isinstance(r, dict) and MARKER in str(r.get("body") or "")]
+    previous = ours[-1] if ours else None  # the latest, should two runs ever have raced
     if previous is None:
         data, moved = await _create(client, pull, review, list(review.comments), addition=False)
         assert data is not None
