@@ -153,3 +153,14 @@ async def test_sarif_of_a_review_without_comments_validates(root):
     empty = comments()
     result = await review(make_env(pool(empty, empty, empty, needle="comments"), ["a", "b", "c"]), root)
     assert result.comments == [] and sarif_errors(to_sarif(result)) == []
+
+
+@pytest.mark.parametrize("guide", ["/proc/self/environ", "../outside.md"])
+async def test_a_style_guide_outside_the_repository_is_refused(root, guide):
+    (root.parent / "outside.md").write_text("secret")
+    (root / ".polyfuse").mkdir()
+    (root / ".polyfuse" / "review.toml").write_text(f'styleguide = "{guide}"\n')
+    models = pool(comments(EVAL), comments(EVAL), comments(EVAL))
+    with pytest.raises(InvalidRequestError, match="is outside the repository"):
+        await review(make_env(models, ["a", "b", "c"]), root)
+    assert all(m.calls == [] for m in models.values())

@@ -35,6 +35,7 @@ __all__ = [
 
 CATEGORIES = ("correctness", "security", "efficiency", "maintainability")
 _MAX_COMMENTS = 6
+_MAX_STYLEGUIDE = 20_000  # characters of the style guide given to the reviewers
 _NEAR = 3  # lines: comments this close on the same file and category are the same issue
 
 
@@ -207,8 +208,7 @@ async def review(
     if not per_file:
         raise InvalidRequestError(f"nothing to review: no changes against {base}")
     files = {f: changed_lines(d) for f, d in per_file.items()}
-    guide_path = root / options.styleguide
-    styleguide = guide_path.read_text(encoding="utf-8") if guide_path.is_file() else None
+    styleguide = _styleguide(root, options.styleguide)
     shown = "".join(env.prepare(d, f) for f, d in per_file.items())
 
     def materialise(c: Candidate) -> Program:
@@ -254,6 +254,19 @@ def gate(
     disputed = [c for c in severe if len(c.raised_by) < options.min_agreement]
     limit = len(agreed) if options.max_comments is None else options.max_comments
     return agreed[:limit], disputed, len(merged) - len(severe), max(0, len(agreed) - limit)
+
+
+def _styleguide(root: Path, name: str) -> str | None:
+    """The style guide's text. It must live inside the repository: a pull request may change review.toml, and
+    a path like /proc/self/environ would hand the run's secrets to the models."""
+    path = (root / name).resolve()
+    if not path.is_relative_to(root):
+        raise InvalidRequestError(
+            f"the style guide '{name}' is outside the repository; name a file inside it"
+        )
+    if not path.is_file():
+        return None
+    return path.read_text(encoding="utf-8", errors="replace")[:_MAX_STYLEGUIDE]
 
 
 def _check_agreement(env: CodeEnv, min_agreement: int) -> None:
