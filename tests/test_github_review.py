@@ -163,6 +163,24 @@ async def test_a_403_rate_limit_is_waited_out_then_retried(kind):
             assert waits == [1.0]  # retry-after, as given
 
 
+def test_the_command_waits_out_a_rate_limited_post_and_posts_once(pr, tmp_path):
+    root, base, head, patch = pr
+    with FakeUpstream() as up, FakeGitHub(TOKEN, head_sha=head, base_sha=base, files={"app.py": patch}) as gh:
+        three_reviews(up, (EVAL,), (EVAL,), (EVAL,))
+        gh.rate_limit_next("POST", "/reviews", reset_in=1)
+        reset = float(gh.forced[0][3]["x-ratelimit-reset"])
+        proc = review(
+            root,
+            "--github",
+            "--config",
+            str(config(tmp_path, up.base_url)),
+            env=gh_env(gh, event(tmp_path, base, head)),
+        )
+        assert proc.returncode == 0, proc.stderr
+        posts = [r for r in gh.requests if r.method == "POST"]
+        assert len(posts) == 2 and posts[1].at >= reset and len(gh.reviews) == 1
+
+
 async def test_a_rate_limit_longer_than_the_budget_fails_with_a_clear_message():
     with FakeGitHub(TOKEN) as gh:
         gh.rate_limit_next("GET", "/pulls/7", reset_in=3600)
