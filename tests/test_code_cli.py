@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from reviewkit import sarif_errors
+
 POLYFUSE = [sys.executable, "-m", "polyfuse.cli.main", "code"]
 ENV = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
 
@@ -127,7 +129,7 @@ def test_review_on_the_bundled_models_gives_valid_sarif(tmp_path):
 
     if proc.returncode == 0:
         sarif = json.loads(proc.stdout)
-        assert sarif["version"] == "2.1.0"
+        assert sarif["version"] == "2.1.0" and sarif_errors(proc.stdout) == []
         for r in sarif["runs"][0]["results"]:
             assert r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "app.py"
     else:
