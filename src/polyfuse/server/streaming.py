@@ -7,13 +7,14 @@ to the caller by the openai SDK as if it were a chunk. The web panel reads the c
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
 
-from ..errors import PolyfuseError
+from ..errors import PolyfuseError, ProviderTimeoutError
 from ..fusion.events import FusionEvent
 from ..providers.base import Delta, StreamEvent
 from ..types import Completion, FusionResult, Usage
@@ -196,9 +197,16 @@ def _final(writer: ChunkWriter, result: FusionResult, preset: str, reset: bool, 
 
 
 async def single_stream(
-    events: AsyncIterator[StreamEvent], first: StreamEvent, writer: ChunkWriter, redact: Redactor
+    events: AsyncIterator[StreamEvent],
+    first: StreamEvent,
+    writer: ChunkWriter,
+    redact: Redactor,
+    deadline: float | None = None,
+    timeout_error: Callable[[], PolyfuseError] | None = None,
 ) -> AsyncIterator[bytes]:
-    """The SSE body of a pass-through: deltas as they arrive, the final chunk with usage, ``[DONE]``."""
+    """The SSE body of a pass-through: deltas as they arrive, the final chunk with usage, ``[DONE]``. Past
+    ``deadline`` (loop time) the stream ends with ``timeout_error()`` as an error chunk: a dripping upstream
+    cannot hold it open for ever."""
     yield writer.role()
     event: StreamEvent | None = first
     try:
@@ -207,7 +215,13 @@ async def single_stream(
                 yield writer.text(event.text)
             else:
                 yield _single_final(writer, event)
-            event = await anext(events, None)
+            async with asyncio.timeout_at(
+                deadline
+            ):  # entered and left within this step, never across a yield
+                event = await anext(events, None)
+    except TimeoutError:
+        exc = timeout_error() if timeout_error else ProviderTimeoutError("the upstream took too long")
+        yield writer.error(from_library(exc, redact))
     except PolyfuseError as exc:
         yield writer.error(from_library(exc, redact))
     finally:
