@@ -282,7 +282,9 @@ async def test_a_parameter_the_backend_says_is_unsupported_is_dropped_and_rememb
 
 async def test_a_named_parameter_without_unsupported_is_dropped_for_that_request_only(upstream):
     upstream.behaviours["fussy"] = Behaviour(
-        text="ok", statuses=[400], error_body={"error": {"message": "bad stop", "param": "stop", "code": None}}
+        text="ok",
+        statuses=[400],
+        error_body={"error": {"message": "bad stop", "param": "stop", "code": None}},
     )
     async with hub_for(upstream) as hub:
         model = hub.model("fake/fussy")
@@ -313,7 +315,10 @@ async def test_free_text_never_changes_what_is_sent(upstream):
             await hub.model("fake/long").complete(MSGS, params)
         assert info.value.code == "context_length_exceeded" and info.value.param == "messages"
         await hub.model("fake/after").complete(MSGS, params)
-        assert hub.model("fake/long").dropped == frozenset() and hub.model("fake/long").structured == "json_schema"
+        assert (
+            hub.model("fake/long").dropped == frozenset()
+            and hub.model("fake/long").structured == "json_schema"
+        )
     assert len([r for r in upstream.requests if r["model"] == "long"]) == 1  # no step-down retries either
     after = next(r for r in upstream.requests if r["model"] == "after")
     assert after["stop"] == ["END"] and after["response_format"]["type"] == "json_schema"

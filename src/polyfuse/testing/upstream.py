@@ -125,7 +125,11 @@ class FakeUpstream:
     async def _raw(self, send: Any, b: Behaviour, receive: Any) -> None:
         assert b.body is not None
         await send(
-            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b.content_type.encode())]}
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b.content_type.encode())],
+            }
         )
         for _ in range(b.repeat):
             if b.drip and await _disconnected_within(b.drip, receive):
