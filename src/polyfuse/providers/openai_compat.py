@@ -195,7 +195,7 @@ class OpenAICompatModel(ChatModel):
         if data.error:
             raise midstream_error(data.error, self.id)
         if not data.choices:
-            raise MalformedResponseError(f"{self.id}: malformed response without choices", provider=self.id)
+            raise MalformedResponseError(f"{self.id}: malformed response: no choices", provider=self.id)
         choice = data.choices[0]
         message = choice.message
         usage, cost = self._usage(data.usage)
@@ -337,7 +337,9 @@ class OpenAICompatModel(ChatModel):
         tool_calls = state.tools.result()
         if not state.parts and not tool_calls and state.finish is None:
             what = "no completion events" if state.events == 0 else "no content and no finish_reason"
-            raise MalformedResponseError(f"{self.id}: the stream ended with {what}", provider=self.id)
+            raise MalformedResponseError(
+                f"{self.id}: malformed stream: it ended with {what}", provider=self.id
+            )
         usage = state.usage
         if usage.prompt_tokens == 0 and usage.completion_tokens == 0:
             # Some servers send no usage when streaming; estimate rather than report a free call.

@@ -16,9 +16,14 @@ from urllib.parse import urlsplit
 
 from ..errors import ModelNotAllowedError
 
-__all__ = ["ModelPolicy", "normalize_base_url"]
+__all__ = ["ModelPolicy", "normalize_base_url", "is_url"]
 
 _SHOWN = 120  # characters of a refused id repeated in the message
+
+
+def is_url(model_id: str) -> bool:
+    """A raw ``http(s)://base#model`` id (the scheme in any case, as URLs allow)."""
+    return model_id[:8].lower().startswith(("http://", "https://"))
 
 
 def normalize_base_url(url: str) -> str:
@@ -70,7 +75,7 @@ class ModelPolicy:
         knows: an unknown one names nothing, allowed or not, and is its own error."""
         if self.is_permissive or model_id in self.models:
             return
-        if model_id.startswith(("http://", "https://")):
+        if is_url(model_id):
             base = model_id.partition("#")[0]
             if self.urls is None or normalize_base_url(base) in self.urls:
                 return

@@ -21,7 +21,7 @@ from ..errors import ConfigError, MissingKeyError, UnknownModelError
 from ..settings import LocalSettings, Price, ProviderSettings
 from .base import ChatModel
 from .openai_compat import OpenAICompatModel
-from .policy import ModelPolicy
+from .policy import ModelPolicy, is_url
 from .pricing import PriceTable
 from .retry import RetryPolicy
 from .upstream import StructuredMode, Upstream
@@ -141,7 +141,7 @@ class ProviderHub:
     def check(self, model_id: str) -> None:
         """Raise ``UnknownModelError`` or ``ModelNotAllowedError`` unless this hub would resolve the id."""
         model_id = model_id.strip()
-        if model_id.startswith(("http://", "https://", "local:")):
+        if is_url(model_id) or model_id.startswith("local:"):
             self.policy.check(model_id)
             return
         prefix, sep, name = model_id.partition("/")
@@ -160,7 +160,7 @@ class ProviderHub:
 
     def _create(self, model_id: str) -> ChatModel:
         self.check(model_id)
-        if model_id.startswith(("http://", "https://")):
+        if is_url(model_id):
             base, sep, name = model_id.partition("#")
             if not sep or not name:
                 raise UnknownModelError(

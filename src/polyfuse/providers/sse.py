@@ -28,7 +28,9 @@ async def iter_lines(
     async for chunk in chunks:
         total += len(chunk)
         if max_total is not None and total > max_total:
-            raise MalformedResponseError(f"{source}: the stream exceeds {max_total} bytes", provider=source)
+            raise MalformedResponseError(
+                f"{source}: response too large: the stream exceeds {max_total} bytes", provider=source
+            )
         newline = chunk.find(b"\n")
         if newline < 0:
             buf += chunk
@@ -49,7 +51,9 @@ async def iter_lines(
 
 
 def _too_long(source: str, max_line: int) -> MalformedResponseError:
-    return MalformedResponseError(f"{source}: a stream line exceeds {max_line} bytes", provider=source)
+    return MalformedResponseError(
+        f"{source}: malformed stream: a line exceeds {max_line} bytes", provider=source
+    )
 
 
 async def iter_sse_data(lines: AsyncIterable[bytes], source: str = "") -> AsyncIterator[str]:
@@ -60,7 +64,7 @@ async def iter_sse_data(lines: AsyncIterable[bytes], source: str = "") -> AsyncI
             line = raw.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError:
             raise MalformedResponseError(
-                f"{source}: the stream is not valid UTF-8", provider=source
+                f"{source}: malformed stream: not valid UTF-8", provider=source
             ) from None
         if not line:
             if data:

@@ -168,7 +168,9 @@ async def content_chunks(response: aiohttp.ClientResponse) -> AsyncIterator[byte
 
 
 def _too_large(provider: str, cap: int) -> MalformedResponseError:
-    return MalformedResponseError(f"{provider}: the response exceeds {cap} bytes", provider=provider)
+    return MalformedResponseError(
+        f"{provider}: response too large: it exceeds {cap} bytes", provider=provider
+    )
 
 
 def transport_error(exc: BaseException, provider: str) -> ProviderError:
