@@ -260,3 +260,24 @@ def test_connections_beyond_the_cap_get_a_clean_503_and_health_recovers(server):
     while fds(pid) > baseline + 2:
         assert time.monotonic() < deadline, (fds(pid), baseline)
         time.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("member_timeout", "Infinity"),
+        ("straggler_grace", "NaN"),
+        ("max_cost", "Infinity"),
+        ("member_timeout", "1e9"),
+    ],
+)
+def test_fusion_numbers_must_be_finite_and_sane(server, field, value):
+    raw = '{"model": "polyfuse/duo", "messages": [{"role": "user", "content": "hi"}], "fusion": {"%s": %s}}'
+    r = httpx.post(
+        server.url + "/v1/chat/completions",
+        content=raw % (field, value),
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert_openai_error(r, 400, "invalid_value")
+    assert r.json()["error"]["param"] == f"fusion.{field}"
