@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -93,16 +92,14 @@ class Upstream:
     def url(self, path: str) -> str:
         return self.base_url.rstrip("/") + path
 
-    @contextmanager
-    def using(self) -> Iterator[None]:
+    def using(self) -> _InFlight:
         """Count a call in flight, so that an evicted upstream closes only once its last call is done."""
-        self._in_flight += 1
-        try:
-            yield
-        finally:
-            self._in_flight -= 1
-            if self._retired and self._in_flight == 0:
-                self._close_soon()
+        return _InFlight(self)
+
+    def _release(self) -> None:
+        self._in_flight -= 1
+        if self._retired and self._in_flight == 0:
+            self._close_soon()
 
     @property
     def is_open(self) -> bool:
@@ -126,6 +123,21 @@ class Upstream:
             await session.close()
 
 
+class _InFlight:
+    """``with upstream.using():`` (a plain class: this is on every call's path, @contextmanager costs more)."""
+
+    __slots__ = ("upstream",)
+
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+
+    def __enter__(self) -> None:
+        self.upstream._in_flight += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self.upstream._release()
+
+
 def retry_after(headers: Any) -> float | None:
     raw = headers.get("retry-after")
     if not raw:
@@ -147,7 +159,9 @@ async def read_capped(response: aiohttp.ClientResponse, cap: int, provider: str)
     else:
         refuse = True
     declared = response.content_length
-    if refuse and declared is not None and declared > cap:
+    if declared is not None and declared <= cap:
+        return await response.read()  # the usual case, and the fastest: the length is known and allowed
+    if refuse and declared is not None:
         raise _too_large(provider, cap)
     parts: list[bytes] = []
     size = 0
