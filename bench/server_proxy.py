@@ -84,7 +84,10 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], seconds: float = 120) ->
     raise RuntimeError(f"{url} did not come up")
 
 
-def start_polyfuse(tmp: Path, upstream: str, port: int, workers: int) -> subprocess.Popen[bytes]:
+def start_polyfuse(
+    tmp: Path, upstream: str, port: int, workers: int, src: str | None = None
+) -> subprocess.Popen[bytes]:
+    """``src``: run the polyfuse found in that source tree instead (a before/after comparison in one run)."""
     config = tmp / "polyfuse.toml"
     config.write_text(
         f'[server]\napi_keys = ["{KEY}"]\n\n[providers.up]\nbase_url = "{upstream}"\nmax_retries = 0\n\n'
@@ -92,7 +95,9 @@ def start_polyfuse(tmp: Path, upstream: str, port: int, workers: int) -> subproc
     )
     exe = Path(sys.executable).with_name("polyfuse")
     argv = [str(exe), "serve", "--port", str(port), "--workers", str(workers), "--config", str(config)]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=(tmp / "polyfuse.log").open("wb"))
+    env = {**os.environ, "PYTHONPATH": src} if src else None
+    log = (tmp / f"polyfuse-{port}.log").open("wb")
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, env=env)
     wait_ready(f"http://127.0.0.1:{port}/health", proc)
     return proc
 
@@ -167,6 +172,9 @@ def main() -> dict[str, object]:
     parser.add_argument("--seconds", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument(
+        "--baseline-src", help="also measure the polyfuse in this source tree (e.g. `git archive main src`)"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench/server_proxy.py needs wrk: apt-get install wrk")
@@ -182,16 +190,25 @@ def main() -> dict[str, object]:
             targets = {"upstream (direct)": (upstream + "/chat/completions", "fast", "slow")}
             procs.append(start_polyfuse(tmp, upstream, 18431, args.workers))
             targets["polyfuse"] = ("http://127.0.0.1:18431/v1/chat/completions", "up/fast", "up/slow")
+            if args.baseline_src:
+                procs.append(start_polyfuse(tmp, upstream, 18433, args.workers, args.baseline_src))
+                targets["polyfuse baseline"] = (
+                    "http://127.0.0.1:18433/v1/chat/completions",
+                    "up/fast",
+                    "up/slow",
+                )
             if not args.no_litellm:
                 procs.append(start_litellm(tmp, upstream, 18432, args.workers))
                 targets["litellm"] = ("http://127.0.0.1:18432/v1/chat/completions", "up/fast", "up/slow")
             results = measure(targets, args, tmp)
-            fused = [
-                wrk(targets["polyfuse"][0], "polyfuse/trio", 16, args.seconds, tmp)
-                for _ in range(args.rounds)
-            ]
-            results["polyfuse"]["fused_rps_16"] = median_of(fused, "rps")
-            results["polyfuse"]["fused_non_2xx"] = sum(r["non_2xx"] for r in fused)
+            fused_targets = [name for name in ("polyfuse", "polyfuse baseline") if name in targets]
+            fused: dict[str, list[dict[str, float]]] = {name: [] for name in fused_targets}
+            for _ in range(args.rounds):  # interleaved, like the rest
+                for name in fused_targets:
+                    fused[name].append(wrk(targets[name][0], "polyfuse/trio", 16, args.seconds, tmp))
+            for name, runs in fused.items():
+                results[name]["fused_rps_16"] = median_of(runs, "rps")
+                results[name]["fused_non_2xx"] = sum(r["non_2xx"] for r in runs)
         finally:
             for proc in procs:
                 proc.terminate()
@@ -215,9 +232,12 @@ def report(results: dict[str, dict], args: argparse.Namespace) -> None:
             f"{r['non_2xx']:>8}"
         )
     pf = results["polyfuse"]
-    print(
-        f"polyfuse fused (pool of 3 + judge, best-of) req/s @16: {pf['fused_rps_16']:.0f} (non-2xx {pf['fused_non_2xx']})"
-    )
+    for name in ("polyfuse", "polyfuse baseline"):
+        if "fused_rps_16" in results.get(name, {}):
+            r = results[name]
+            print(
+                f"{name} fused (pool of 3 + judge, best-of) req/s @16: {r['fused_rps_16']:.0f} (non-2xx {r['fused_non_2xx']})"
+            )
     if "litellm" in results:
         ll = results["litellm"]
         print(

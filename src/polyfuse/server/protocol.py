@@ -10,8 +10,8 @@ uvicorn's ``limit_concurrency`` answers plain text, and only once a request's he
 connections beyond it still hold file descriptors. Hence this subclass: it counts the bytes of a request head
 as they arrive (refused with 431 past ``max_header_bytes``, before httptools can buffer more than one read), the
 headers (431 past ``max_headers``), arms a timer from the connection (or a request's first byte) to the end of
-its headers (408, or a silent close when nothing came), and refuses connections beyond ``max_connections`` at
-once with a JSON 503. The body's deadline is the app's (it reads the body): ``[server] body_timeout``.
+its headers (408, or a silent close when nothing came) and from the headers to the end of the body (408), and
+refuses connections beyond ``max_connections`` at once with a JSON 503.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class ConnectionLimits:
     max_header_bytes: int = 32768
     max_headers: int = 100
     header_timeout: float = 10.0
+    body_timeout: float = 30.0
     max_connections: int = 512
 
     @classmethod
@@ -42,21 +43,14 @@ class ConnectionLimits:
             max_header_bytes=settings.max_header_bytes,
             max_headers=settings.max_headers,
             header_timeout=settings.header_timeout,
+            body_timeout=settings.body_timeout,
             max_connections=settings.max_connections,
         )
 
 
 def _response(status: int, reason: str, message: str, code: str) -> bytes:
-    body = json.dumps(
-        {
-            "error": {
-                "message": message,
-                "type": "invalid_request_error" if status < 500 else "server_error",
-                "code": code,
-                "param": None,
-            }
-        }
-    ).encode()
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    body = json.dumps({"error": {"message": message, "type": kind, "code": code, "param": None}}).encode()
     head = (
         f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
         "connection: close\r\n\r\n"
@@ -64,61 +58,63 @@ def _response(status: int, reason: str, message: str, code: str) -> bytes:
     return head.encode() + body
 
 
+_IDLE, _HEAD, _BODY, _HANDLING = range(4)  # what the connection is waiting for
+
+
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    """``HttpToolsProtocol`` plus ``ConnectionLimits`` (see the module docstring)."""
+    """``HttpToolsProtocol`` plus ``ConnectionLimits`` (see the module docstring).
+
+    The deadlines cost nothing per request: a request only notes when its current phase (head, then body)
+    began; one timer per connection, armed when none is pending, checks on firing and re-arms for what is left.
+    (A timer armed and cancelled per request, or an ``asyncio.timeout`` in the app, measurably slowed the
+    pass-through.)"""
 
     def __init__(self, *args: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.limits = limits
-        self._head_bytes = 0
-        self._in_head = True  # reading a request line and headers (or waiting for the first byte)
-        self._header_count = 0
-        self._header_bytes = 0  # exact: request target plus header names and values
-        self._head_timer: asyncio.TimerHandle | None = None
+        self._phase = _HEAD  # a new connection owes its first request's head
+        self._since = 0.0
+        self._head_bytes = 0  # bytes received while the head is incomplete (all of them are head)
+        self._timer: asyncio.TimerHandle | None = None
         self._refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:
             limit = self.limits.max_connections
-            self._refuse(
-                _response(
-                    503,
-                    "Service Unavailable",
-                    f"too many open connections (limit {limit}); retry shortly",
-                    "too_many_connections",
-                )
-            )
+            message = f"too many open connections (limit {limit}); retry shortly"
+            self._refuse(_response(503, "Service Unavailable", message, "too_many_connections"))
             return
-        self._arm()
+        self._enter(_HEAD)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        if self._in_head:
+        if self._phase == _IDLE:  # the first byte of the next request on a keep-alive connection
+            self._enter(_HEAD)
+        if self._phase == _HEAD:
             self._head_bytes += len(data)
-            if self._head_timer is None:
-                self._arm()
         super().data_received(data)
-        if self._in_head and not self._refused and self._head_bytes > self.limits.max_header_bytes:
+        if self._phase == _HEAD and not self._refused and self._head_bytes > self.limits.max_header_bytes:
             self._too_large()  # no end of headers yet, and all that came is head: never buffer more
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._header_count = self._header_bytes = 0
-
-    def on_url(self, url: bytes) -> None:
-        self._header_bytes += len(url)
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        self._header_bytes += len(name) + len(value) + 4
-        super().on_header(name, value)
+    def on_headers_complete(self) -> None:
+        if len(self.headers) > self.limits.max_headers:
+            message = f"more than {self.limits.max_headers} request headers"
+            self._refuse(_response(431, "Request Header Fields Too Large", message, "too_many_headers"))
+            return
+        size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+        if size > self.limits.max_header_bytes:
+            self._too_large()
+            return
+        self._enter(_BODY)
+        super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:
@@ -126,69 +122,47 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         if not self._refused:
+            self._phase = _HANDLING
             super().on_message_complete()
-
-    def on_headers_complete(self) -> None:
-        self._in_head = False
-        self._disarm()
-        if self._header_count > self.limits.max_headers:
-            self._refuse(
-                _response(
-                    431,
-                    "Request Header Fields Too Large",
-                    f"more than {self.limits.max_headers} request headers",
-                    "too_many_headers",
-                )
-            )
-            return
-        if self._header_bytes > self.limits.max_header_bytes:
-            self._too_large()
-            return
-        super().on_headers_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._in_head, self._head_bytes = True, 0  # the next request's head: timed from its first byte
+        self._phase, self._head_bytes = _IDLE, 0  # idle keep-alive: uvicorn's own timer closes it
 
-    def _too_large(self) -> None:
-        self._refuse(
-            _response(
-                431,
-                "Request Header Fields Too Large",
-                f"the request line and headers exceed {self.limits.max_header_bytes} bytes",
-                "request_header_too_large",
-            )
-        )
+    def _enter(self, phase: int) -> None:
+        self._phase, self._since = phase, self.loop.time()
+        if self._timer is None:
+            self._timer = self.loop.call_later(self._limit(phase), self._check)
 
-    def _arm(self) -> None:
-        self._disarm()
-        self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timeout)
+    def _limit(self, phase: int) -> float:
+        return self.limits.header_timeout if phase == _HEAD else self.limits.body_timeout
 
-    def _disarm(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _head_timeout(self) -> None:
-        self._head_timer = None
-        if not self._in_head or self.transport.is_closing():
+    def _check(self) -> None:
+        self._timer = None
+        if self._phase not in (_HEAD, _BODY) or self.transport.is_closing():
             return
-        if self._head_bytes == 0:
+        left = self._since + self._limit(self._phase) - self.loop.time()
+        if left > 0:
+            self._timer = self.loop.call_later(left, self._check)
+        elif self._phase == _HEAD and self._head_bytes == 0:
             self._refused = True
             self.transport.close()  # nothing was asked: nothing to answer
-            return
-        self._refuse(
-            _response(
-                408,
-                "Request Timeout",
-                f"the request headers did not arrive within {self.limits.header_timeout:g}s",
-                "request_timeout",
-            )
-        )
+        elif self._phase == _HEAD:
+            message = f"the request headers did not arrive within {self.limits.header_timeout:g}s"
+            self._refuse(_response(408, "Request Timeout", message, "request_timeout"))
+        elif self.cycle is not None and self.cycle.response_started:
+            self._refused = True
+            self.transport.close()  # the app already answered (e.g. 413): just stop waiting for the body
+        else:
+            message = f"the request body did not arrive within {self.limits.body_timeout:g}s"
+            self._refuse(_response(408, "Request Timeout", message, "request_timeout"))
+
+    def _too_large(self) -> None:
+        message = f"the request line and headers exceed {self.limits.max_header_bytes} bytes"
+        self._refuse(_response(431, "Request Header Fields Too Large", message, "request_header_too_large"))
 
     def _refuse(self, response: bytes) -> None:
         self._refused = True
-        self._disarm()
         if not self.transport.is_closing():
             self.transport.write(response)
             self.transport.close()

@@ -91,7 +91,7 @@ def allowed(state: ServerState, ids: Iterable[str], param: str) -> None:
     for model_id in ids:
         try:
             state.hub.check(model_id)
-            state.policy.check(model_id)
+            state.policy.check(model_id.strip())
         except ConfigError as exc:
             err = from_library(exc, state.redact)
             err.param = param
@@ -123,7 +123,7 @@ async def _single(state: ServerState, req: ChatCompletionRequest) -> JSONRespons
         )
 
     try:
-        async with asyncio.timeout_at(deadline):
+        with state.deadlines.until(deadline):
             return await _first_answer(state, req, routes, deadline, too_late)
     except TimeoutError:
         raise too_late() from None
@@ -154,7 +154,9 @@ async def _first_answer(
                 raise
             error = state.fell_back(model_id, exc)
             continue
-        body = single_stream(events, first, ChunkWriter(model_id), state.redact, deadline, too_late)
+        body = single_stream(
+            events, first, ChunkWriter(model_id), state.redact, state.deadlines, deadline, too_late
+        )
         return StreamResponse(body)
     assert error is not None
     raise error

@@ -7,7 +7,6 @@ to the caller by the openai SDK as if it were a chunk. The web panel reads the c
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -18,6 +17,7 @@ from ..errors import PolyfuseError, ProviderTimeoutError
 from ..fusion.events import FusionEvent
 from ..providers.base import Delta, StreamEvent
 from ..types import Completion, FusionResult, Usage
+from .deadlines import Deadlines
 from .errors import ApiError, Redactor, from_library
 from .schemas import ChatCompletionChunk, ChunkChoice, ChunkDelta, CompletionUsage, ErrorDetail, FusionInfo
 from .translate import answer_content, completion_id, fusion_info, words
@@ -201,12 +201,14 @@ async def single_stream(
     first: StreamEvent,
     writer: ChunkWriter,
     redact: Redactor,
+    deadlines: Deadlines | None = None,
     deadline: float | None = None,
     timeout_error: Callable[[], PolyfuseError] | None = None,
 ) -> AsyncIterator[bytes]:
     """The SSE body of a pass-through: deltas as they arrive, the final chunk with usage, ``[DONE]``. Past
     ``deadline`` (loop time) the stream ends with ``timeout_error()`` as an error chunk: a dripping upstream
     cannot hold it open for ever."""
+    watch = deadlines or Deadlines()
     yield writer.role()
     event: StreamEvent | None = first
     try:
@@ -215,9 +217,7 @@ async def single_stream(
                 yield writer.text(event.text)
             else:
                 yield _single_final(writer, event)
-            async with asyncio.timeout_at(
-                deadline
-            ):  # entered and left within this step, never across a yield
+            with watch.until(deadline):  # entered and left within this step, never across a yield
                 event = await anext(events, None)
     except TimeoutError:
         exc = timeout_error() if timeout_error else ProviderTimeoutError("the upstream took too long")
