@@ -119,3 +119,10 @@ async def test_streaming_and_non_streaming_calls_share_the_policy(upstream):
             async for _ in hub.model("up/flaky").stream(MSGS, GenerationParams()):
                 pass
     assert len([r for r in upstream.requests if r["model"] == "flaky"]) == 4  # 1 + 1 retry, each way
+
+
+async def test_hub_headers_go_on_every_upstream_call(upstream):
+    hub = ProviderHub.from_config(Config(), env={}, headers={"x-polyfuse-depth": "3"})
+    async with hub:
+        await hub.model(f"{upstream.base_url}#ok").complete(MSGS, GenerationParams())
+    assert upstream.headers[-1]["x-polyfuse-depth"] == "3"

@@ -87,10 +87,13 @@ class ProviderHub:
         local: LocalSettings | None = None,
         policy: ModelPolicy | None = None,
         env: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
         max_upstreams: int = 64,
         max_models: int = 1024,
     ) -> None:
+        """``headers`` go on every upstream call of this hub (e.g. an MCP server's hop count)."""
         self.providers: Mapping[str, ProviderSettings] = dict(providers or {})
+        self.headers = dict(headers or {})
         self.local = local or LocalSettings()
         self.policy = policy or ModelPolicy.permissive()
         self.env: Mapping[str, str] = os.environ if env is None else env
@@ -111,10 +114,22 @@ class ProviderHub:
 
     @classmethod
     def from_config(
-        cls, config: ModelSettings, *, policy: ModelPolicy | None = None, env: Mapping[str, str] | None = None
+        cls,
+        config: ModelSettings,
+        *,
+        policy: ModelPolicy | None = None,
+        env: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> ProviderHub:
         """A hub from a ``Config``'s provider, price and local tables."""
-        return cls(config.providers, prices=config.prices, local=config.local, policy=policy, env=env)
+        return cls(
+            config.providers,
+            prices=config.prices,
+            local=config.local,
+            policy=policy,
+            env=env,
+            headers=headers,
+        )
 
     # -- registry ---------------------------------------------------------------------------------------------
     def register(self, prefix: str, factory: ModelFactory) -> None:
@@ -215,6 +230,7 @@ class ProviderHub:
         upstream = _make_upstream(
             name, base_url, api_key, self.providers.get(name), structured, text_completion
         )
+        upstream.headers.update(self.headers)
         self._upstreams[cache_key] = upstream
         if len(self._upstreams) > self.max_upstreams:
             _, evicted = self._upstreams.popitem(last=False)
