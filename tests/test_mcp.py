@@ -248,3 +248,23 @@ def test_help_lists_the_mcp_server_and_the_github_review():
         and "--min-agreement" in review.stdout
         and "--format [text|json|sarif|github]" in review.stdout
     )
+
+
+async def test_http_clients_get_the_servers_model_policy_stdio_the_clis(tmp_path):
+    """Over HTTP a client is not the operator: a raw URL it names is refused before anything is fetched (as
+    ``polyfuse serve`` does); over stdio the agent the user launched keeps the CLI's freedom."""
+    with FakeUpstream({"a": Behaviour(text="Paris")}) as up, FakeUpstream({"x": Behaviour(text="Rome")}) as other:
+        config = fake_config(tmp_path, up.base_url, ["a"])
+        foreign = f"{other.base_url}#x"
+        with HttpServer(tmp_path, config) as server:
+            async with server.client() as client:
+                for args in ({"pool": [foreign]}, {"judge": foreign, "mode": "best-of"}):
+                    refused = await client.call_tool("fuse", {"prompt": "capital?", **args})
+                    assert refused.is_error and "not allowed" in text(refused), text(refused)
+                ok = await client.call_tool("fuse", {"prompt": "capital?"})
+                assert not ok.is_error and ok.structured_content["answer"] == "Paris"
+        assert other.requests == []
+        async with stdio_client(tmp_path, config) as client:
+            ok = await client.call_tool("fuse", {"prompt": "capital?", "pool": [foreign]})
+        assert not ok.is_error and ok.structured_content["answer"] == "Rome"
+        assert len(other.requests) == 1
