@@ -40,10 +40,10 @@ class Redactor:
         return text
 
 
-def provider_keys(hub: ProviderHub, prefixes: Iterable[str] = ()) -> list[str]:
-    """Every provider key the hub would send for the hosted prefixes and ``prefixes`` (the configured
-    providers): configured keys and those found in the environment."""
+def provider_keys(hub: ProviderHub) -> list[str]:
+    """Every provider key the hub would send (hosted prefixes and configured providers): configured keys and
+    those found in the environment."""
     from .providers.registry import HOSTED_PRESETS
 
-    keys = [hub.key_for(prefix)[0] for prefix in sorted({*HOSTED_PRESETS, *prefixes})]
+    keys = [hub.key_for(prefix)[0] for prefix in sorted({*HOSTED_PRESETS, *hub.providers})]
     return [k for k in keys if k]

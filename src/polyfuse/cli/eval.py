@@ -36,7 +36,7 @@ class _LineProgress:
 async def _run(spec: EvalSpec, config_path: str | None, out: Path | None, fresh: bool) -> EvalOutput:
     cfg = load_config(config_path)
     err = Console(stderr=True)
-    async with ProviderHub(cfg) as hub:
+    async with ProviderHub.from_config(cfg) as hub:
         if not err.is_terminal:
             return await evaluate(spec, hub, out, fresh=fresh, progress=_LineProgress())
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -107,7 +107,8 @@ def eval_command(
         return
     data = load_dataset(dataset, scorer=scorer, limit=limit)
     # The preset resolves like `polyfuse run` would; the prompt is per item, so a placeholder stands in.
-    request = load_config(config_path).build_request(
+    cfg = load_config(config_path)
+    request = cfg.build_request(
         "(per item)", preset=preset, pool=pool, judge=judge, rounds=rounds, max_tokens=max_tokens,
         temperature=temperature, member_timeout=member_timeout,
     )  # fmt: skip
@@ -127,6 +128,7 @@ def eval_command(
         sc_k=sc_k,
         seed=seed,
         concurrency=concurrency,
+        allow_weak_sandbox=cfg.code.allow_weak_sandbox,
     )
     if data.skipped:
         for s in data.skipped:

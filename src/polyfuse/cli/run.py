@@ -115,10 +115,10 @@ def run(
     request = cfg.build_request(
         text, preset=preset, pool=pool, judge=judge, mode=mode, rounds=rounds, system=system, **limits
     )
-    hub = ProviderHub(cfg)
+    hub = ProviderHub.from_config(cfg)
     err = Console(stderr=True, highlight=False)
     interactive = err.is_terminal and not as_json and not quiet
-    with opened_log(cfg, no_log, Redactor(provider_keys(hub, cfg.providers))) as runlog:
+    with opened_log(cfg, no_log, Redactor(provider_keys(hub))) as runlog:
         try:
             result = _fuse(request, hub, stream, interactive)
         except FusionError as exc:
