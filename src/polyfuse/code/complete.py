@@ -3,14 +3,17 @@
 Each member is prompted in its own fill-in-the-middle format (``fim.py``). Candidates must parse (when the file
 parsed around the hole) and pass the file's docstring examples. With ``fast=True`` the first candidate that
 passes its checks within ``latency_budget`` seconds is returned at once, and the full fusion keeps running as
-``refined``.
+``refined``; when the budget passes first, ``wait_refined`` says whether to wait for the fusion (a command line)
+or to answer "nothing yet" at once (an editor, which asks again on the next keystroke).
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import dataclass
+import time
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +22,26 @@ from ..fusion.engine import Adapt
 from ..fusion.events import EventSink, FusionEvent
 from ..providers.base import ChatModel, MemberSpec
 from ..types import Candidate, FusionResult
-from .checks import CheckFailed, CheckSuite, Program, examples_check, syntax_check, syntax_error
+from .checks import CheckFailed, CheckFn, CheckSuite, Program, examples_check, syntax_check, syntax_error
 from .context import find_root, gather_context, read_source
 from .fim import FimAdapter, FimTask, template_for
 from .sandbox import SandboxLimits
 from .task import CodeEnv, language_of
 
-__all__ = ["CompleteResult", "complete", "complete_text", "cursor_offset"]
+__all__ = ["CompleteResult", "complete", "complete_text", "cursor_offset", "related_context"]
 
 
 @dataclass
 class CompleteResult:
-    insertion: str  # the text to insert at the cursor
+    insertion: str  # the text to insert at the cursor; "" when nothing passed its checks in time
     fusion: FusionResult | None  # None when the fast path answered before the fusion finished
     member: str | None
     fast: bool = False
     refined: asyncio.Task[CompleteResult] | None = None  # the full fusion, still running after a fast answer
     redactions: tuple[str, ...] = ()
+    model: str | None = None  # the model of ``member``
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # also in the run log's meta ("completion")
+    latency: float = 0.0  # seconds from the call to this answer
 
 
 def cursor_offset(text: str, line: int, col: int, path: Path | str) -> int:
@@ -63,6 +69,25 @@ def _module_file(path: str) -> str:
     return name if re.fullmatch(r"[A-Za-z_]\w*\.py", name) else "candidate.py"
 
 
+_EXAMPLE_LINE = re.compile(r"^\s*(>>>|\w+\(.*\)\s*(==|➞|=>|->)\s*\S)", re.M)
+
+
+def _has_examples(text: str) -> bool:
+    """Whether the file has docstring examples to run: without any, running each candidate in the sandbox
+    would only cost time (a subprocess per keystroke) and prove nothing."""
+    return _EXAMPLE_LINE.search(text) is not None
+
+
+def related_context(env: CodeEnv, path: Path, root: Path, query: str) -> str:
+    """Related files for the prompt, rendered (and redacted for remote models). Blocking file reads: call it in
+    a thread. An editor computes it once per document, so the prompt's stable part stays the same across
+    keystrokes and a local model's KV cache stays valid."""
+    if not env.settings.context_tokens:
+        return ""
+    ctx = gather_context(root, current=path, query=query, budget_tokens=env.settings.context_tokens)
+    return "\n\n".join(f"--- {f.path} ---\n{env.prepare(f.text, f.path)}" for f in ctx.files)
+
+
 async def complete(env: CodeEnv, path: Path, line: int, col: int, *, fast: bool = False) -> CompleteResult:
     """Complete the file at 1-based ``line``/``col``."""
     text = read_source(path)
@@ -71,17 +96,26 @@ async def complete(env: CodeEnv, path: Path, line: int, col: int, *, fast: bool 
 
 
 async def complete_text(
-    env: CodeEnv, text: str, offset: int, path: Path, *, fast: bool = False, root: Path | None = None
+    env: CodeEnv,
+    text: str,
+    offset: int,
+    path: Path,
+    *,
+    fast: bool = False,
+    root: Path | None = None,
+    context: str | None = None,
+    wait_refined: bool = True,
 ) -> CompleteResult:
-    """Complete a buffer (which may differ from the file on disk, as in an editor) at ``offset``."""
+    """Complete a buffer (which may differ from the file on disk, as in an editor) at ``offset``.
+
+    ``context``: the related files, already rendered (``related_context``); by default gathered now from the
+    root (``find_root(path)`` unless given). ``wait_refined``: see the module docstring."""
+    started = time.perf_counter()
     lang = language_of(path)
     prefix, suffix = text[:offset], text[offset:]
-    root = root or find_root(path)
-    around = prefix[-600:] + suffix[:200]
-    context = ""
-    if env.settings.context_tokens:
-        ctx = gather_context(root, current=path, query=around, budget_tokens=env.settings.context_tokens)
-        context = "\n\n".join(f"--- {f.path} ---\n{env.prepare(f.text, f.path)}" for f in ctx.files)
+    if context is None:
+        query = prefix[-600:] + suffix[:200]
+        context = await asyncio.to_thread(related_context, env, path, root or find_root(path), query)
     task = FimTask(env.prepare(prefix, str(path)), env.prepare(suffix, str(path)), path.name, lang, context)
     outputs: dict[str, str] = {}
 
@@ -95,18 +129,16 @@ async def complete_text(
         name = _module_file(str(path))
         return Program({name: prefix + insertion + suffix}, name, lang, {"insertion": insertion})
 
-    limits = SandboxLimits(timeout=env.settings.sandbox_timeout)
-    suite = CheckSuite(
-        materialise,
-        [syntax_check(not _hole_parses(prefix, suffix)), examples_check(limits, import_errors_fail=False)]
-        if lang == "python"
-        else [],
-    )
-    redactions = tuple(env.redactor.report())
-    run = _Run(env, suite, task, adapt, redactions)
+    checks: list[CheckFn] = []
+    if lang == "python":
+        checks.append(syntax_check(not _hole_parses(prefix, suffix)))
+        if _has_examples(text):
+            checks.append(examples_check(SandboxLimits(timeout=env.settings.sandbox_timeout), False))
+    run = _Run(env, CheckSuite(materialise, checks), task, adapt, tuple(env.redactor.report()), started)
     if not fast:
         return await run.full()
-    return await run.fast(env.settings.latency_budget)
+    budget = env.settings.latency_budget
+    return await run.fast(budget, wait_refined=wait_refined)
 
 
 @dataclass
@@ -116,6 +148,15 @@ class _Run:
     task: FimTask
     adapt: Adapt
     redactions: tuple[str, ...]
+    started: float
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def _result(self, insertion: str, member: str | None, model: str | None, **kw: Any) -> CompleteResult:
+        latency = time.perf_counter() - self.started
+        return CompleteResult(
+            insertion, member=member, model=model, redactions=self.redactions, run_id=self.run_id,
+            latency=latency, **kw,
+        )  # fmt: skip
 
     async def full(self, watch: EventSink | None = None) -> CompleteResult:
         result = await self.env.fuse(
@@ -124,13 +165,16 @@ class _Run:
             adapt=self.adapt,
             max_tokens=self.env.settings.complete_max_tokens,
             watch=watch,
+            meta={"completion": self.run_id},
         )
         member = result.verdict.choice
         program = self.suite.programs.get(member or "")
         insertion = str(program.data["insertion"]) if program else result.answer
-        return CompleteResult(insertion, result, member, redactions=self.redactions)
+        model = next((c.model for c in result.candidates if c.member == member), None)
+        return self._result(insertion, member, model, fusion=result)
 
-    async def fast(self, budget: float) -> CompleteResult:
+    async def fast(self, budget: float, *, wait_refined: bool) -> CompleteResult:
+        """The first candidate that passes its checks, within ``budget`` seconds (0: no limit)."""
         loop = asyncio.get_running_loop()
         first: asyncio.Future[Candidate] = loop.create_future()
         checking: set[asyncio.Task[None]] = set()
@@ -147,19 +191,22 @@ class _Run:
                 t.add_done_callback(checking.discard)
 
         refined = asyncio.create_task(self.full(watch))
-        waiting: set[asyncio.Future[Any]] = {first, refined}
-        done, _ = await asyncio.wait(waiting, timeout=budget, return_when=asyncio.FIRST_COMPLETED)
-        if refined in done or first not in done:
+        try:
+            waiting: set[asyncio.Future[Any]] = {first, refined}
+            done, _ = await asyncio.wait(waiting, timeout=budget or None, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the caller gave up: nothing may keep calling models for it
+            refined.cancel()
+            for t in checking:
+                t.cancel()
+            raise
+        finally:
             first.cancel()
+        if refined in done or (first not in done and wait_refined):
             return await refined
+        if first not in done:  # nothing passed in time: no suggestion now; the fusion goes on
+            return self._result("", None, None, fusion=None, fast=True, refined=refined)
         c = first.result()
         _, program, _ = await self.suite.evaluate(c)  # cached: no second run
         assert program is not None
-        return CompleteResult(
-            str(program.data["insertion"]),
-            None,
-            c.member,
-            fast=True,
-            refined=refined,
-            redactions=self.redactions,
-        )
+        insertion = str(program.data["insertion"])
+        return self._result(insertion, c.member, c.model, fusion=None, fast=True, refined=refined)

@@ -120,8 +120,10 @@ class CodeEnv:
         json_schema: dict[str, Any] | None = None,
         stop: list[str] | None = None,
         watch: EventSink | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> FusionResult:
-        """One fusion run; ``watch`` sees the events too (the fast path uses it)."""
+        """One fusion run; ``watch`` sees the events too (the fast path uses it); ``meta`` goes to the run log
+        with the task's name."""
         if self.redacting:  # a safety net over the pieces already prepared
             messages = self.redactor.redact_messages(messages)
         request = self.request(messages, max_tokens=max_tokens or self.settings.max_tokens, stop=stop)
@@ -131,17 +133,23 @@ class CodeEnv:
             result = await fuse(request, self.hub, on_event=self._sink(watch), screen=screen, adapt=adapt)
         except NoSurvivorsError as exc:
             exc.scores = screen.scores if screen else {}  # type: ignore[attr-defined]
-            await self._log_error(request, exc, exc.candidates)
+            await self._log_error(request, exc, exc.candidates, meta)
             raise
         except PolyfuseError as exc:
-            await self._log_error(request, exc, None)
+            await self._log_error(request, exc, None, meta)
             raise
         if self.run_log is not None:
-            await self.run_log.arecord(request, result, source="code", meta={"task": self.task})
+            await self.run_log.arecord(
+                request, result, source="code", meta={"task": self.task, **(meta or {})}
+            )
         return result
 
     async def _log_error(
-        self, request: FusionRequest, exc: BaseException, candidates: list[Candidate] | None
+        self,
+        request: FusionRequest,
+        exc: BaseException,
+        candidates: list[Candidate] | None,
+        meta: dict[str, Any] | None,
     ) -> None:
         if self.run_log is not None:
             await asyncio.to_thread(
@@ -150,7 +158,7 @@ class CodeEnv:
                 exc,
                 source="code",
                 candidates=candidates,
-                meta={"task": self.task},
+                meta={"task": self.task, **(meta or {})},
             )
 
     def _sink(self, watch: EventSink | None) -> EventSink | None:
