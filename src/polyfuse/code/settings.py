@@ -25,12 +25,10 @@ class CodeSettings(BaseModel):
     complete_max_tokens: int = Field(default=64, ge=1)
     max_tokens: int = Field(default=512, ge=16)
     temperature: float | None = Field(default=None, ge=0, le=2)
-    latency_budget: float = Field(
-        default=2.0, ge=0
-    )  # complete's fast path: first good candidate within this (0: no limit)
-    debounce: float = Field(
-        default=0.05, ge=0, le=5
-    )  # language server: a request this soon after the last waits this long
+    # complete's fast path: the first good candidate within this many seconds (0: no limit)
+    latency_budget: float = Field(default=2.0, ge=0)
+    # language server: a completion request this soon after the previous one for a document waits this long
+    debounce: float = Field(default=0.05, ge=0, le=5)
     sandbox_timeout: float = Field(default=20.0, gt=0)
     fim_templates: dict[str, str] = Field(default_factory=dict)  # model id -> template name
     styleguide: str = ".polyfuse/styleguide.md"
