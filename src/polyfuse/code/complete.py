@@ -28,7 +28,7 @@ from .fim import FimAdapter, FimTask, template_for
 from .sandbox import SandboxLimits
 from .task import CodeEnv, language_of
 
-__all__ = ["CompleteResult", "complete", "complete_text", "cursor_offset", "related_context"]
+__all__ = ["CompleteResult", "complete", "complete_text", "cursor_offset", "prompt_window", "related_context"]
 
 
 @dataclass
@@ -78,6 +78,18 @@ def _has_examples(text: str) -> bool:
     return _EXAMPLE_LINE.search(text) is not None
 
 
+_WINDOW_STEP = 20
+
+
+def prompt_window(prefix: str, suffix: str, before: int, after: int) -> tuple[str, str]:
+    """The code a prompt shows around the cursor: about ``before`` lines before it, starting on a line that is
+    a multiple of 20 (so it stays put while the user types), and ``after`` lines after it."""
+    lines = prefix.split("\n")
+    first = max(0, len(lines) - 1 - before)
+    first -= first % _WINDOW_STEP
+    return "\n".join(lines[first:]), "\n".join(suffix.split("\n")[: after + 1])
+
+
 def related_context(env: CodeEnv, path: Path, root: Path, query: str) -> str:
     """Related files for the prompt, rendered (and redacted for remote models). Blocking file reads: call it in
     a thread. An editor computes it once per document, so the prompt's stable part stays the same across
@@ -116,7 +128,11 @@ async def complete_text(
     if context is None:
         query = prefix[-600:] + suffix[:200]
         context = await asyncio.to_thread(related_context, env, path, root or find_root(path), query)
-    task = FimTask(env.prepare(prefix, str(path)), env.prepare(suffix, str(path)), path.name, lang, context)
+    s = env.settings
+    shown = prompt_window(prefix, suffix, s.complete_prefix_lines, s.complete_suffix_lines)
+    task = FimTask(
+        env.prepare(shown[0], str(path)), env.prepare(shown[1], str(path)), path.name, lang, context
+    )
     outputs: dict[str, str] = {}
 
     def adapt(spec: MemberSpec, model: ChatModel) -> ChatModel:
@@ -133,12 +149,11 @@ async def complete_text(
     if lang == "python":
         checks.append(syntax_check(not _hole_parses(prefix, suffix)))
         if _has_examples(text):
-            checks.append(examples_check(SandboxLimits(timeout=env.settings.sandbox_timeout), False))
+            checks.append(examples_check(SandboxLimits(timeout=s.sandbox_timeout), False))
     run = _Run(env, CheckSuite(materialise, checks), task, adapt, tuple(env.redactor.report()), started)
     if not fast:
         return await run.full()
-    budget = env.settings.latency_budget
-    return await run.fast(budget, wait_refined=wait_refined)
+    return await run.fast(s.latency_budget, wait_refined=wait_refined)
 
 
 @dataclass

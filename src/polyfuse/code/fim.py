@@ -42,14 +42,18 @@ class FimTask:
     context: str = ""  # related files, rendered
 
     def chat_messages(self) -> list[Message]:
-        """The hole-filling chat prompt (also what the judge sees as the request)."""
+        """The hole-filling chat prompt (also what the judge sees as the request).
+
+        Laid out most-stable first, so that a local model's KV cache (the evaluated prompt, reused up to the
+        first token that differs) survives typing: instructions, related files, the code after the cursor
+        (typing at the cursor does not change it), then the code before the cursor, which ends at the hole."""
         related = f"Related files:\n{self.context}\n\n" if self.context else ""
-        # Stable part first (instructions, then related files, then the code up to the cursor): a local model
-        # keeps the evaluated prompt in its KV cache, so the next keystroke re-evaluates only what changed.
+        lang = self.language
         user = (
-            f"Fill in the code at {HOLE} in {self.path} ({self.language}). Reply with only the code that "
-            f"replaces {HOLE}, in one fenced code block, without repeating the code around it.\n\n"
-            f"{related}```{self.language}\n{self.prefix}{HOLE}{self.suffix}\n```"
+            f"Fill in the code at {HOLE} in {self.path} ({lang}). Reply with only the code that replaces "
+            f"{HOLE}, in one fenced code block, without repeating the code around it.\n\n{related}"
+            f"The code after {HOLE}:\n```{lang}\n{HOLE}{self.suffix}\n```\n\n"
+            f"The code before {HOLE}, which it continues:\n```{lang}\n{self.prefix}{HOLE}\n```"
         )
         return [
             Message(role="system", content="You are a code completion engine. You write only code."),
