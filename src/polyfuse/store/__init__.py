@@ -15,6 +15,7 @@ from .migrations import LATEST as SCHEMA_VERSION
 from .records import CandidateRecord, RunRecord, build_error_record, build_record
 from .settings import LogSettings, default_log_path
 from .stats import ModelStats, model_stats
+from .suggestions import Suggestion, SuggestionStats, record_acceptance, record_suggestion, suggestion_stats
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -29,6 +30,8 @@ __all__ = [
     "RunLog",
     "RunNotFoundError",
     "RunRecord",
+    "Suggestion",
+    "SuggestionStats",
     "build_error_record",
     "build_record",
     "default_log_path",
@@ -37,5 +40,8 @@ __all__ = [
     "open_log",
     "parse_when",
     "read_runs",
+    "record_acceptance",
+    "record_suggestion",
+    "suggestion_stats",
     "write_runs",
 ]
