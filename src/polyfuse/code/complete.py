@@ -13,6 +13,7 @@ import asyncio
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,14 +22,24 @@ from ..errors import InvalidRequestError
 from ..fusion.engine import Adapt
 from ..fusion.events import EventSink, FusionEvent
 from ..providers.base import ChatModel, MemberSpec
-from ..types import Candidate, FusionResult
+from ..types import Candidate, FusionResult, GenerationParams, Message
 from .checks import CheckFailed, CheckFn, CheckSuite, Program, examples_check, syntax_check, syntax_error
 from .context import find_root, gather_context, read_source
 from .fim import FimAdapter, FimTask, template_for
+from .redact import is_remote_model
 from .sandbox import SandboxLimits
 from .task import CodeEnv, language_of
 
-__all__ = ["CompleteResult", "complete", "complete_text", "cursor_offset", "prompt_window", "related_context"]
+__all__ = [
+    "CompleteResult",
+    "complete",
+    "complete_text",
+    "cursor_offset",
+    "prime_cache",
+    "prompt_window",
+    "related_context",
+    "warm_models",
+]
 
 
 @dataclass
@@ -98,6 +109,42 @@ def related_context(env: CodeEnv, path: Path, root: Path, query: str) -> str:
         return ""
     ctx = gather_context(root, current=path, query=query, budget_tokens=env.settings.context_tokens)
     return "\n\n".join(f"--- {f.path} ---\n{env.prepare(f.text, f.path)}" for f in ctx.files)
+
+
+def _in_process(env: CodeEnv) -> list[tuple[MemberSpec, ChatModel]]:
+    """The pool members whose model runs in this process (loading and a KV cache are theirs alone)."""
+    pool = env.request([Message(role="user", content="-")]).pool
+    return [(spec, env.hub.model(spec.model)) for spec in pool if not is_remote_model(spec.model)]
+
+
+async def _one_token(model: ChatModel) -> None:
+    async for _ in model.stream([Message(role="user", content="-")], GenerationParams(max_tokens=1)):
+        pass
+
+
+async def warm_models(env: CodeEnv, on_ready: Callable[[str, int, int], None] | None = None) -> list[str]:
+    """Resolve every pool model and the judge, and load the in-process ones (one token each), so that the first
+    completion does not pay for it. ``on_ready(model_id, done, total)`` follows the progress."""
+    ids = list(dict.fromkeys(env.model_ids()))
+    for i, model_id in enumerate(ids):
+        model = env.hub.model(model_id)  # an unknown id fails here, not on the first keystroke
+        if not is_remote_model(model_id):
+            await _one_token(model)
+        if on_ready is not None:
+            on_ready(model_id, i + 1, len(ids))
+    return ids
+
+
+async def prime_cache(env: CodeEnv, path: Path, context: str) -> None:
+    """Evaluate the part of a document's completion prompts that every cursor position shares (instructions and
+    related files) with each in-process member, so the first completion in the document starts from a warm KV
+    cache. Remote members are not called."""
+    task = FimTask("", "", path.name, language_of(path), context)
+    params = GenerationParams(max_tokens=1)
+    for spec, model in _in_process(env):
+        adapter = FimAdapter(model, template_for(model, env.settings.fim_templates), task, spec.id, {})
+        async for _ in adapter.stream([], params):
+            pass
 
 
 async def complete(env: CodeEnv, path: Path, line: int, col: int, *, fast: bool = False) -> CompleteResult:

@@ -13,7 +13,8 @@ import socket
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 __all__ = ["Behaviour", "FakeUpstream", "serve_forever"]
@@ -34,6 +35,7 @@ class Behaviour:
     answered_by: str | None = None  # "model" field in the reply (fallback routing)
     chunks: int = 4
     tool_calls: list[dict[str, Any]] | None = None
+    reply: Callable[[dict[str, Any]], str] | None = None  # the text, computed from the request body
 
 
 class FakeUpstream:
@@ -84,6 +86,8 @@ class FakeUpstream:
         self.headers.append({k.decode(): v.decode() for k, v in scope["headers"]})
         model = str(request.get("model", ""))
         b = self.behaviours.get(model, self.default)
+        if b.reply is not None:
+            b = replace(b, text=b.reply(request))
         n = self._counts[model]
         self._counts[model] += 1
         self.active += 1
