@@ -245,7 +245,11 @@ class Completions:
         if task is None or not task.done():
             return spot.served.again(latency)
         spot.refined = None
-        if task.cancelled() or task.exception() is not None or task.result().insertion == spot.served.insertion:
+        if (
+            task.cancelled()
+            or task.exception() is not None
+            or task.result().insertion == spot.served.insertion
+        ):
             return spot.served.again(latency)  # nothing new: the same suggestion, not a second one
         spot.served = self._served(task.result(), env, started, fused=True)
         return spot.served
