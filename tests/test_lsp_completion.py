@@ -15,26 +15,12 @@ import pytest
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
+from conftest import upstream_picker
 from lsphelp import CURSOR, SOURCE, change, inline, inline_params, open_doc, pool, start, stop, until
-from polyfuse.testing import label_of
 from polyfuse.testing.upstream import Behaviour, FakeUpstream
-from polyfuse.types import Message
 
 QUICK = "```python\nreturn a + b\n```"
 SUM = "```python\nreturn sum((a, b))\n```"
-
-
-def _pick(needle: str):
-    """A judge on the upstream that picks the candidate containing ``needle`` (labels are shuffled)."""
-
-    def reply(request: dict) -> str:
-        messages = [Message(role=m["role"], content=m.get("content")) for m in request["messages"]]
-        label = label_of(messages, needle)
-        scores = {label: {"score": 9, "reason": "right"}}
-        verdict = {"scores": scores, "consensus": [], "contradictions": [], "agreement": 0.5, "choice": label}
-        return json.dumps(verdict)
-
-    return reply
 
 
 @pytest.fixture
@@ -45,7 +31,7 @@ def upstream():
         "slow": Behaviour(text=SUM, latency=30),
         "later": Behaviour(text=SUM, latency=1.5),
         "later2": Behaviour(text=SUM, latency=1.5),
-        "judge": Behaviour(reply=_pick("sum(")),
+        "judge": Behaviour(reply=upstream_picker("sum(")),
         "broken": Behaviour(text="```python\nreturn a +* b\n```"),
         "down": Behaviour(statuses=[500] * 20),
     }

@@ -46,7 +46,9 @@ def test_neovim_completes_and_applies_a_code_action(tmp_path):
     lines = SOURCE.split("\n")
     if report["items"]:  # the suggestion is in the buffer, at the cursor, and its acceptance was recorded
         inserted = lines[:9] + [lines[9][:4] + report["insert_text"] + lines[9][4:]] + lines[10:]
-        assert report["after_completion"] == "\n".join(inserted).removesuffix("\n")  # a buffer has no last EOL
+        assert report["after_completion"] == "\n".join(inserted).removesuffix(
+            "\n"
+        )  # a buffer has no last EOL
         assert report["accepted"] is True
     else:  # tiny models: nothing passed its checks, and the buffer is untouched
         assert report["after_completion"] == SOURCE.rstrip("\n")

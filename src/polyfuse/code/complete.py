@@ -22,7 +22,7 @@ from ..errors import InvalidRequestError
 from ..fusion.engine import Adapt
 from ..fusion.events import EventSink, FusionEvent
 from ..providers.base import ChatModel, MemberSpec
-from ..types import Candidate, FusionResult, GenerationParams, Message
+from ..types import Candidate, FusionResult, GenerationParams, Message, Usage
 from .checks import CheckFailed, CheckFn, CheckSuite, Program, examples_check, syntax_check, syntax_error
 from .context import find_root, gather_context, read_source
 from .fim import FimAdapter, FimTask, template_for
@@ -35,6 +35,7 @@ __all__ = [
     "complete",
     "complete_text",
     "cursor_offset",
+    "hole_parses",
     "prime_cache",
     "prompt_window",
     "related_context",
@@ -53,6 +54,7 @@ class CompleteResult:
     model: str | None = None  # the model of ``member``
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)  # also in the run log's meta ("completion")
     latency: float = 0.0  # seconds from the call to this answer
+    usage: Usage = field(default_factory=Usage)  # of the answer's model call (fast), or of the whole fusion
 
 
 def cursor_offset(text: str, line: int, col: int, path: Path | str) -> int:
@@ -67,7 +69,7 @@ def cursor_offset(text: str, line: int, col: int, path: Path | str) -> int:
     return sum(len(ln) + 1 for ln in lines[: line - 1]) + col - 1
 
 
-def _hole_parses(prefix: str, suffix: str) -> bool:
+def hole_parses(prefix: str, suffix: str) -> bool:
     """Whether the file is valid Python once the hole holds something trivial: then a candidate must parse."""
     indent = re.match(r"[ \t]*", prefix.rsplit("\n", 1)[-1]).group(0)  # type: ignore[union-attr]
     deeper = indent + "    "
@@ -194,7 +196,7 @@ async def complete_text(
 
     checks: list[CheckFn] = []
     if lang == "python":
-        checks.append(syntax_check(not _hole_parses(prefix, suffix)))
+        checks.append(syntax_check(not hole_parses(prefix, suffix)))
         if _has_examples(text):
             checks.append(examples_check(SandboxLimits(timeout=s.sandbox_timeout), False))
     run = _Run(env, CheckSuite(materialise, checks), task, adapt, tuple(env.redactor.report()), started)
@@ -233,7 +235,7 @@ class _Run:
         program = self.suite.programs.get(member or "")
         insertion = str(program.data["insertion"]) if program else result.answer
         model = next((c.model for c in result.candidates if c.member == member), None)
-        return self._result(insertion, member, model, fusion=result)
+        return self._result(insertion, member, model, fusion=result, usage=result.usage)
 
     async def fast(self, budget: float, *, wait_refined: bool) -> CompleteResult:
         """The first candidate that passes its checks, within ``budget`` seconds (0: no limit)."""
@@ -271,4 +273,6 @@ class _Run:
         _, program, _ = await self.suite.evaluate(c)  # cached: no second run
         assert program is not None
         insertion = str(program.data["insertion"])
-        return self._result(insertion, c.member, c.model, fusion=None, fast=True, refined=refined)
+        return self._result(
+            insertion, c.member, c.model, fusion=None, fast=True, refined=refined, usage=c.usage
+        )

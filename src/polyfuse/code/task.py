@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,7 @@ class CodeEnv:
     redactor: Redactor = field(default_factory=Redactor)
     run_log: RunLog | None = None  # every fusion run of the task is recorded here (source "code")
     task: str = "code"  # which task, for the run log
+    on_finished: Callable[[FusionRequest, FusionResult], None] | None = None  # e.g. a server's run-log hook
 
     @classmethod
     def create(
@@ -142,6 +143,8 @@ class CodeEnv:
             await self.run_log.arecord(
                 request, result, source="code", meta={"task": self.task, **(meta or {})}
             )
+        if self.on_finished is not None:
+            self.on_finished(request, result)
         return result
 
     async def _log_error(

@@ -18,7 +18,7 @@ from ..providers.openai_compat import request_headers
 from ..providers.registry import HOSTED_PRESETS, ProviderHub
 from ..store import RunLog, open_log
 from ..types import FusionResult
-from . import routes
+from . import completions, routes
 from .asgi import (
     ClientGone,
     JSONResponse,
@@ -60,6 +60,7 @@ class ServerState:
     redact: Redactor
     result_hooks: list[ResultHook] = field(default_factory=list)
     run_log: RunLogHook | None = None
+    completions: completions.RefinedCompletions = field(default_factory=completions.RefinedCompletions)
 
     @property
     def settings(self) -> ServerSettings:
@@ -113,6 +114,7 @@ class ServerApp:
         self.state = ServerState(config, hub, Redactor(_secrets(config, hub, self.keys)))
         self.routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/chat/completions"): routes.chat_completions,
+            ("POST", "/v1/completions"): completions.completions,
             ("GET", "/v1/models"): routes.list_models,
             ("GET", "/v1/fusion/config"): routes.panel_config,
             ("GET", "/health"): routes.health,
@@ -132,6 +134,7 @@ class ServerApp:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                self.state.completions.close()
                 await self.state.hub.aclose()
                 if self.state.run_log is not None:
                     await self.state.run_log.aclose()
