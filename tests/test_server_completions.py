@@ -253,3 +253,16 @@ def test_the_bundled_models_through_polyfuse_serve(tmp_path):
         )
         assert "".join(c.choices[0].text for c in chunks).strip()  # a base model continues a raw prompt
         assert chunks[-1].usage.prompt_tokens > 0 and chunks[-1].usage.completion_tokens > 0
+
+
+@pytest.mark.local
+async def test_preload_loads_the_in_process_models_of_a_preset():
+    from polyfuse.config import load_config
+    from polyfuse.providers.registry import ProviderHub
+    from polyfuse.server.preload import preload
+
+    config = load_config(data={"server": {"preload": ["polyfuse/local"]}})
+    async with ProviderHub(config) as hub:
+        await preload(config, hub)
+        engines = {path.name for path in hub.local_runtime._engines}
+    assert engines == {"SmolLM2-135M-Instruct.Q4_1.gguf", "gemma-3-270m-q4_k_m.gguf"}

@@ -22,6 +22,7 @@ from ..errors import InvalidRequestError
 from ..fusion.engine import Adapt
 from ..fusion.events import EventSink, FusionEvent
 from ..providers.base import ChatModel, MemberSpec
+from ..providers.registry import ProviderHub
 from ..types import Candidate, FusionResult, GenerationParams, Message, Usage
 from .checks import CheckFailed, CheckFn, CheckSuite, Program, examples_check, syntax_check, syntax_error
 from .context import find_root, gather_context, read_source
@@ -36,6 +37,7 @@ __all__ = [
     "complete_text",
     "cursor_offset",
     "hole_parses",
+    "load_models",
     "prime_cache",
     "prompt_window",
     "related_context",
@@ -124,17 +126,24 @@ async def _one_token(model: ChatModel) -> None:
         pass
 
 
-async def warm_models(env: CodeEnv, on_ready: Callable[[str, int, int], None] | None = None) -> list[str]:
-    """Resolve every pool model and the judge, and load the in-process ones (one token each), so that the first
-    completion does not pay for it. ``on_ready(model_id, done, total)`` follows the progress."""
-    ids = list(dict.fromkeys(env.model_ids()))
+async def load_models(
+    hub: ProviderHub, ids: list[str], on_ready: Callable[[str, int, int], None] | None = None
+) -> list[str]:
+    """Resolve each model id and load the in-process ones (one token each), so that a first request does not
+    pay for it; remote models are not called. ``on_ready(model_id, done, total)`` follows the progress."""
+    ids = list(dict.fromkeys(ids))
     for i, model_id in enumerate(ids):
-        model = env.hub.model(model_id)  # an unknown id fails here, not on the first keystroke
+        model = hub.model(model_id)  # an unknown id fails here, not on the first keystroke
         if not is_remote_model(model_id):
             await _one_token(model)
         if on_ready is not None:
             on_ready(model_id, i + 1, len(ids))
     return ids
+
+
+async def warm_models(env: CodeEnv, on_ready: Callable[[str, int, int], None] | None = None) -> list[str]:
+    """``load_models`` for a code task's pool and judge."""
+    return await load_models(env.hub, env.model_ids(), on_ready)
 
 
 async def prime_cache(env: CodeEnv, path: Path, context: str) -> None:

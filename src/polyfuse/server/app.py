@@ -3,6 +3,7 @@ routing by (method, path), error rendering, the web panel's static files and /op
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
@@ -32,6 +33,7 @@ from .asgi import (
 )
 from .errors import ApiError, Redactor, from_library
 from .openapi import openapi_document
+from .preload import preload
 from .runlog import RunLogHook
 from .schemas import PresetInfo
 from .settings import CONFIG_ENV, DEPTH_HEADER, NO_LOG_ENV, ServerSettings
@@ -129,11 +131,15 @@ class ServerApp:
             await self._lifespan(receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
+        preloading: asyncio.Future[None] | None = None
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                preloading = asyncio.ensure_future(preload(self.state.config, self.state.hub))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if preloading is not None:
+                    preloading.cancel()
                 self.state.completions.close()
                 await self.state.hub.aclose()
                 if self.state.run_log is not None:

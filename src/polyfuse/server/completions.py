@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from ..code.complete import CompleteResult, complete_text, hole_parses
+from ..code.complete import CompleteResult, complete_text, hole_parses, prompt_window
 from ..code.fim import FimAdapter, FimTask, split_fim, template_for
 from ..code.task import CodeEnv, language_of
 from ..errors import NoSurvivorsError, PolyfuseError
@@ -289,7 +289,9 @@ def _events(state: ServerState, job: _Job, model: ChatModel) -> tuple[AsyncItera
         return model.stream([Message(role="user", content=job.prompt)], params), True
     prefix, suffix, context = hole
     path = _path(prefix, suffix)
-    task = FimTask(prefix, suffix, path.name, language_of(path), context)
+    code = state.config.code
+    shown = prompt_window(prefix, suffix, code.complete_prefix_lines, code.complete_suffix_lines)
+    task = FimTask(shown[0], shown[1], path.name, language_of(path), context)
     template = template_for(model, state.config.code.fim_templates)
     return FimAdapter(model, template, task, job.req.model, {}).stream([], params), False
 

@@ -28,6 +28,8 @@ class ServerSettings(BaseModel):
     max_rounds: int = Field(default=4, ge=1)
     max_depth: int = Field(default=2, ge=0)  # a request that passed through polyfuse more often is refused
     models: list[str] = Field(default_factory=list)  # extra single-model ids to list in GET /v1/models
+    # model ids or polyfuse/<preset>: their in-process (local) models are loaded at startup, in the background
+    preload: list[str] = Field(default_factory=list)
 
     def keys(self, env: Mapping[str, str] | None = None) -> frozenset[str]:
         """Every accepted server key: the configured ones and those in the environment variable."""
