@@ -133,10 +133,17 @@ async def test_typing_after_a_fast_answer_cancels_the_fusion_still_running(tmp_p
     try:
         uri = open_doc(client, tmp_path / "app.py")
         assert (await inline(client, uri)).items[0].insert_text == "return a + b"
-        assert upstream.active == 1  # the slow member still works for the fused answer
+        await until(lambda: upstream.active == 1, "the slow member working on for the fused answer")
         change(client, uri, SOURCE + "x")
         await until(lambda: upstream.disconnects == 1, "the upstream seeing the slow call cancelled")
-        assert upstream.active == 0
+        await until(lambda: upstream.active == 0, "no call left")
+        # a request in another document cancels a fusion still refining: it would only make that request wait
+        assert (await inline(client, uri)).items[0].insert_text == "return a + b"
+        other = open_doc(client, tmp_path / "other.py")
+        assert (await inline(client, other)).items[0].insert_text == "return a + b"
+        await until(lambda: upstream.disconnects == 2, "the first document's fusion cancelled")
+        await until(lambda: upstream.active == 1, "the second document's fusion going on")
+        assert upstream.disconnects == 2
     finally:
         await stop(client)
 
@@ -161,7 +168,7 @@ async def test_cancel_request_and_typing_stop_every_model_call_under_the_request
             await asyncio.wait_for(pending, 30)
         assert info.value.code == -32800
         await until(lambda: upstream.disconnects == 4, "the upstream seeing the typing cancel both calls")
-        assert upstream.active == 0
+        await until(lambda: upstream.active == 0, "no call left")
     finally:
         await stop(client)
 

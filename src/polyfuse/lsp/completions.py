@@ -9,7 +9,8 @@ Per document:
   prompt's stable part stays the same across keystrokes and a local model's KV cache stays valid; ``prime_cache``
   evaluates that part before the first request;
 - after a fast answer the full fusion goes on for that spot; the next request at the same spot (same text, same
-  offset) gets the fused answer when it is ready, and the fast one again (no new model calls) until then;
+  offset) gets the fused answer when it is ready, and the fast one again (no new model calls) until then; a
+  request elsewhere (any document) cancels it, so that no request waits behind a refinement;
 - typing (``didChange``) and closing the document cancel all of it.
 
 A request's outcome is a ``Served``: an insertion, or none with the reason (the language server answers an
@@ -209,9 +210,11 @@ class Completions:
         key = (hash(text), offset)
         if doc.spot is not None and doc.spot.key == key:
             return self._again(doc.spot, env, started)
-        if doc.spot is not None and doc.spot.refined is not None:
-            doc.spot.refined.cancel()  # another spot: the fusion for the old one is of no use now
         doc.spot = None
+        for other in self.docs.values():  # latency first: a fusion still refining some answer would make
+            if other.spot is not None and other.spot.refined is not None:  # this one wait for the models
+                other.spot.refined.cancel()
+                other.spot.refined = None
         context = await self._context(doc, env)
         try:
             result = await complete_text(

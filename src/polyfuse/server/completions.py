@@ -163,11 +163,11 @@ def _usage(usage: Usage, cost: float | None = None) -> CompletionUsage:
 # -- fused --------------------------------------------------------------------------------------------------------
 class RefinedCompletions:
     """The fusions still running behind fast answers, by request; the same request again gets the fused answer
-    (or the fast one while the fusion runs). At most ``running`` fusions go on at once (a newer one cancels the
-    oldest: an editor that moved on does not need it) and ``kept`` answers are remembered."""
+    (or the fast one while the fusion runs). Another request cancels the fusions still running (``supersede``):
+    latency first, no request waits behind a refinement. ``kept`` answers are remembered."""
 
-    def __init__(self, running: int = 2, kept: int = 64) -> None:
-        self.running, self.kept = running, kept
+    def __init__(self, kept: int = 64) -> None:
+        self.kept = kept
         self._entries: OrderedDict[str, tuple[CompleteResult, asyncio.Task[CompleteResult] | None]] = (
             OrderedDict()
         )
@@ -184,16 +184,17 @@ class RefinedCompletions:
         self._entries.move_to_end(key)
         return fast
 
+    def supersede(self) -> None:
+        """Cancel every fusion still running (a new request is about to need the models)."""
+        for key, (fast, task) in list(self._entries.items()):
+            if task is not None and not task.done():
+                task.cancel()
+                self._entries[key] = (fast, None)
+
     def put(self, key: str, result: CompleteResult) -> None:
         self._entries[key] = (result, result.refined)
         if result.refined is not None:
             result.refined.add_done_callback(_retrieved)
-            live = [k for k, (_, t) in self._entries.items() if t is not None and not t.done()]
-            for old in live[: max(0, len(live) - self.running)]:
-                fast, task = self._entries[old]
-                assert task is not None
-                task.cancel()
-                self._entries[old] = (fast, None)
         while len(self._entries) > self.kept:
             _, (_, task) = self._entries.popitem(last=False)
             if task is not None:
@@ -230,6 +231,7 @@ async def _fused(state: ServerState, job: _Job, preset: str) -> JSONResponse | S
     cache: RefinedCompletions = state.completions
     result = cache.get(job.key)
     if result is None:
+        cache.supersede()
         prefix, suffix, context = _hole(job) or (job.prompt, "", "")
         env = _code_env(state, preset, job)
         text = prefix + suffix
