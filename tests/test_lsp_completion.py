@@ -139,6 +139,7 @@ async def test_typing_after_a_fast_answer_cancels_the_fusion_still_running(tmp_p
         await until(lambda: upstream.active == 0, "no call left")
         # a request in another document cancels a fusion still refining: it would only make that request wait
         assert (await inline(client, uri)).items[0].insert_text == "return a + b"
+        await until(lambda: upstream.active == 1, "the first document's fusion going on")
         other = open_doc(client, tmp_path / "other.py")
         assert (await inline(client, other)).items[0].insert_text == "return a + b"
         await until(lambda: upstream.disconnects == 2, "the first document's fusion cancelled")
