@@ -58,8 +58,9 @@ class Warmup:
             await asyncio.shield(self.task)
 
     async def report(self, supports_progress: bool, create: Callable[[str], Awaitable[object]]) -> None:
-        """Show the load as a ``$/progress`` task, from ``initialized`` until the models are ready."""
-        if not supports_progress or self.task is None or self.task.done():
+        """Show the load as a ``$/progress`` task, from ``initialized`` until the models are ready (a load that
+        is already over is reported too: an editor may wait for the end before it asks for anything)."""
+        if not supports_progress or self.task is None:
             return
         try:
             await asyncio.wait_for(create(_TOKEN), _CREATE_TIMEOUT)
