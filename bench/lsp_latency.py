@@ -126,11 +126,31 @@ def task_for(spot: Spot, context: str, path: str, before: int, after: int) -> Fi
     return FimTask(prefix, suffix, path, "python", context)
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+async def idle(pid: int, quiet: float = 0.5, timeout: float = 900) -> None:
+    """Wait until a server process has used no CPU for ``quiet`` seconds: its background work (cache priming at
+    didOpen, a cancelled fusion winding down) must not share the CPU with what is measured next."""
+    deadline = time.monotonic() + timeout
+    last, since = cpu_seconds(pid), time.monotonic()
+    while time.monotonic() - since < quiet:
+        await asyncio.sleep(0.1)
+        now = cpu_seconds(pid)
+        if now - last > 0.02:
+            last, since = now, time.monotonic()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"process {pid} never went idle")
+
+
 # -- the language server side ---------------------------------------------------------------------------------
 class Client(LanguageClient):
     def __init__(self) -> None:
         super().__init__("bench", "1")
         self.ready = asyncio.Event()
+        self.pid = 0
 
         @self.feature(types.WINDOW_WORK_DONE_PROGRESS_CREATE)
         def create(params: types.WorkDoneProgressCreateParams) -> None:
@@ -154,6 +174,7 @@ CHILD_ENV = {**os.environ, "XDG_DATA_HOME": DATA}
 async def lsp_start(options: dict[str, Any], cwd: Path) -> Client:
     client = Client()
     await client.start_io(sys.executable, "-m", "polyfuse.cli.main", "lsp", cwd=str(cwd), env=CHILD_ENV)
+    client.pid = client._server.pid  # type: ignore[union-attr]
     caps = types.ClientCapabilities(window=types.WindowClientCapabilities(work_done_progress=True))
     params = types.InitializeParams(capabilities=caps, root_uri=ROOT.as_uri(), initialization_options=options)
     await asyncio.wait_for(client.initialize_async(params), 120)
@@ -253,14 +274,15 @@ async def lsp_phase(
         direct.warm()
         direct.run(FimTask("", "", FILE.name, "python", context), max_tokens=1)  # the server's cache priming
         doc = Doc(client, FILE.read_text())
-        await asyncio.sleep(1.0)  # the server primes its cache at didOpen
+        await asyncio.sleep(0.5)
+        await idle(client.pid)  # the server primes its cache at didOpen
         for new, typed in pairs_of:
             for kind, spot, after in (("new spot", new, typed.text), ("keystroke", typed, None)):
                 doc.set(spot.text)
                 took, insertion, member = await doc.complete(spot)
                 if fused:  # typing cancels the fusion refining that answer, as the next keystroke would
                     doc.set(after or spot.text + " ")
-                    await asyncio.sleep(0.3)
+                await idle(client.pid)
                 task = task_for(spot, context, FILE.name, s.complete_prefix_lines, s.complete_suffix_lines)
                 direct_s, text = direct.run(task)
                 _note(out[kind], insertion, member, clean_completion(text, task, from_chat=True))
@@ -284,7 +306,8 @@ async def first_request(
                 doc = Doc(client, target.text)
                 if wait_ready:
                     await asyncio.wait_for(client.ready.wait(), 300)
-                    await asyncio.sleep(1.0)  # and the didOpen priming
+                    await asyncio.sleep(0.5)
+                    await idle(client.pid)  # and the didOpen priming
                 took, _, _ = await doc.complete(target)
                 rows["first, after $/progress end" if wait_ready else "first, sent at once"].append(took)
                 if wait_ready:
@@ -292,6 +315,7 @@ async def first_request(
                         doc.set(spot.text)
                         await doc.complete(spot)
                     doc.set(target.text)
+                    await idle(client.pid)
                     rows["warm"].append((await doc.complete(target))[0])
             finally:
                 await lsp_stop(client)
@@ -308,6 +332,7 @@ class Serve:
         self.log = tmp / "serve.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
+        self.pid = 0
 
     def __enter__(self) -> Serve:
         argv = [
@@ -329,6 +354,7 @@ class Serve:
             assert time.time() < deadline and self.proc.poll() is None, self.log.read_text()
             time.sleep(0.05)
         self.url = m.group(1)
+        self.pid = self.proc.pid
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -348,7 +374,7 @@ class Serve:
         return took, data["choices"][0]["text"], info.get("member") or model
 
 
-def server_phase(
+async def server_phase(
     model: str, pairs_of: list[tuple[Spot, Spot]], direct: Direct, env: CodeEnv, max_tokens: int, fused: bool
 ) -> tuple[dict[str, Pairs], dict[str, float]]:
     s = env.settings
@@ -360,7 +386,7 @@ def server_phase(
     ]
     first: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp, Serve(Path(tmp), [model]) as srv:
-        time.sleep(3.0)  # the preload, in the background at startup
+        await idle(srv.pid)  # the preload, in the background at startup
         direct.warm()
         first["first after start"] = srv.complete(model, tasks[0][1], max_tokens)[0]
         direct.run(tasks[0][2])  # the server's cache now holds that prompt: the direct side's too
@@ -432,9 +458,13 @@ async def main() -> dict[str, Any]:
     print(
         f"\nlanguage server, first request after initialize vs warm (median of {args.restarts} restarts, ms): {first}"
     )
-    s_one, s_first = server_phase("local/smollm2-135m", pairs_of, smol, env, args.max_tokens, fused=False)
+    s_one, s_first = await server_phase(
+        "local/smollm2-135m", pairs_of, smol, env, args.max_tokens, fused=False
+    )
     _print("/v1/completions, local/smollm2-135m vs direct, same prompt", s_one)
-    s_fused, s_fused_first = server_phase("polyfuse/local", pairs_of, smol, env, args.max_tokens, fused=True)
+    s_fused, s_fused_first = await server_phase(
+        "polyfuse/local", pairs_of, smol, env, args.max_tokens, fused=True
+    )
     _print("/v1/completions, polyfuse/local (fused fast path) vs the faster member (SmolLM2) direct", s_fused)
     print(
         f"\n/v1/completions first request after start vs warm (ms): single {s_first}, fused {s_fused_first}"
