@@ -322,6 +322,58 @@ async def first_request(
     return {k: round(statistics.median(v) * 1000, 1) for k, v in rows.items()}
 
 
+async def cancel_phase(runs: int) -> dict[str, float]:
+    """How long from the editor's cancel (``$/cancelRequest``, or typing: ``didChange``) until the upstream sees
+    each model call's connection close: two members on a loopback upstream that would take 30 s."""
+    from polyfuse.testing.upstream import Behaviour, FakeUpstream
+
+    out: dict[str, list[float]] = {"$/cancelRequest": [], "didChange": []}
+    with tempfile.TemporaryDirectory() as tmp, FakeUpstream({"slow": Behaviour(text="x", latency=30)}) as up:
+        model = f"{up.base_url}#slow"
+        options = {"pool": [model, model], "judge": model, "latency_budget": 0, "debounce": 0}
+        client = await lsp_start(options, Path(tmp))
+        try:
+            path = Path(tmp) / "app.py"
+            item = types.TextDocumentItem(uri=path.as_uri(), language_id="python", version=1, text="x = 1\n")
+            client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=item))
+            for i in range(runs):
+                for how in out:
+                    before = up.disconnects
+                    params = types.InlineCompletionParams(
+                        text_document=types.TextDocumentIdentifier(uri=path.as_uri()),
+                        position=types.Position(line=0, character=5),
+                        context=types.InlineCompletionContext(
+                            trigger_kind=types.InlineCompletionTriggerKind.Invoked
+                        ),
+                    )
+                    fut = client.protocol.send_request_async(types.TEXT_DOCUMENT_INLINE_COMPLETION, params)
+                    while up.active < 2:
+                        await asyncio.sleep(0.005)
+                    started = time.perf_counter()
+                    if how == "didChange":
+                        change = types.TextDocumentContentChangeWholeDocument(text=f"x = {i}\n")
+                        client.text_document_did_change(
+                            types.DidChangeTextDocumentParams(
+                                text_document=types.VersionedTextDocumentIdentifier(
+                                    uri=path.as_uri(), version=i + 2
+                                ),
+                                content_changes=[change],
+                            )
+                        )
+                    else:
+                        msg_id = next(reversed(client.protocol._request_futures))
+                        client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=msg_id))
+                    while up.disconnects < before + 2:
+                        await asyncio.sleep(0.001)
+                    out[how].append(time.perf_counter() - started)
+                    await asyncio.gather(fut, return_exceptions=True)
+        finally:
+            await lsp_stop(client)
+    return {k: round(statistics.median(v) * 1000, 1) for k, v in out.items()} | {
+        f"{k} max": round(max(v) * 1000, 1) for k, v in out.items()
+    }
+
+
 # -- /v1/completions ------------------------------------------------------------------------------------------
 class Serve:
     def __init__(self, tmp: Path, preload: list[str]) -> None:
@@ -450,6 +502,8 @@ async def main() -> dict[str, Any]:
     print(f"{FILE.relative_to(ROOT)} ({source.count(chr(10))} lines), {len(pairs_of)} positions, "
           f"{args.max_tokens} max tokens, {threads} threads, load average {os.getloadavg()[0]:.1f}")  # fmt: skip
     figures: dict[str, Any] = {}
+    cancel = await cancel_phase(20)
+    print(f"\nlanguage server, cancel -> the upstream sees both model calls closed (ms, 20 runs): {cancel}")
     one = await lsp_phase({**single, **base}, pairs_of, smol, context, env, fused=False)
     _print("language server, pool of one (SmolLM2) vs direct llama-cpp-python, same prompt", one)
     fused = await lsp_phase({"preset": "local", **base}, pairs_of, smol, context, env, fused=True)
@@ -471,6 +525,7 @@ async def main() -> dict[str, Any]:
     )
     runtime.close()
     figures = {
+        "lsp_cancel": cancel,
         "lsp_single": {k: v.row() for k, v in one.items()},
         "lsp_fused": {k: v.row() for k, v in fused.items()},
         "lsp_first": first,
