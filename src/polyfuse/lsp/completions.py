@@ -86,11 +86,17 @@ class _Doc:
         self.spot = None
         return len(tasks)
 
-    def close(self) -> None:
+    def close(self) -> list[asyncio.Future[Any]]:
+        """Cancel everything of the document; returns what was cancelled (to be awaited)."""
+        running: list[asyncio.Future[Any]] = [*self.requests]
+        if self.spot is not None and self.spot.refined is not None:
+            running.append(self.spot.refined)
         self.cancel()
         for t in (self.context, self.priming):
             if t is not None:
                 t.cancel()
+                running.append(t)
+        return running
 
 
 class SuggestionRecorder:
@@ -141,7 +147,7 @@ class Completions:
         if doc is None:
             doc = self.docs[uri] = _Doc(path, self.server.root_for(path))
             while len(self.docs) > _MAX_DOCS:
-                self.docs.popitem(last=False)[1].close()
+                self.docs.popitem(last=False)[1].close()  # nothing awaits them: they end on their own
         self.docs.move_to_end(uri)
         return doc
 
@@ -181,10 +187,13 @@ class Completions:
         if doc is not None:
             doc.close()
 
-    def close_all(self) -> None:
-        for doc in self.docs.values():
-            doc.close()
+    async def aclose(self, timeout: float = 10.0) -> None:
+        """Cancel every document's work and wait (bounded) until it stopped: a local model stops within one
+        token once its caller is cancelled, and only then can the models be unloaded."""
+        running = [t for doc in self.docs.values() for t in doc.close()]
         self.docs.clear()
+        if running:
+            await asyncio.wait(running, timeout=timeout)
 
     # -- requests --------------------------------------------------------------------------------------------
     async def complete(self, uri: str, path: Path, text: str, offset: int) -> Served:

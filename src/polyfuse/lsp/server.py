@@ -166,9 +166,10 @@ def build_server(config_path: str | None = None) -> PolyfuseServer:
     async def shutdown(ls: PolyfuseServer, *args: Any) -> None:
         for uri in list(ls.inflight):
             ls.cancel_inflight(uri)
-        ls.completions.close_all()
         if ls.warmup.task is not None:
             ls.warmup.task.cancel()
+            await asyncio.wait([ls.warmup.task], timeout=10)
+        await ls.completions.aclose()  # before the models are unloaded: their calls stop first
         if ls.hub is not None:
             await ls.hub.aclose()
             ls.hub = None

@@ -140,7 +140,7 @@ class ServerApp:
             elif message["type"] == "lifespan.shutdown":
                 if preloading is not None:
                     preloading.cancel()
-                self.state.completions.close()
+                await self.state.completions.aclose()
                 await self.state.hub.aclose()
                 if self.state.run_log is not None:
                     await self.state.run_log.aclose()

@@ -200,11 +200,14 @@ class RefinedCompletions:
             if task is not None:
                 task.cancel()
 
-    def close(self) -> None:
-        for _, task in self._entries.values():
-            if task is not None:
-                task.cancel()
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """Cancel the fusions still running and wait (bounded) until their model calls stopped."""
+        running = [task for _, task in self._entries.values() if task is not None and not task.done()]
+        for task in running:
+            task.cancel()
         self._entries.clear()
+        if running:
+            await asyncio.wait(running, timeout=timeout)
 
 
 def _retrieved(task: asyncio.Task[CompleteResult]) -> None:
