@@ -28,7 +28,6 @@ from .checks import CheckFailed, CheckFn, CheckSuite, Program, examples_check, s
 from .context import find_root, gather_context, read_source
 from .fim import FimAdapter, FimTask, template_for
 from .redact import is_remote_model
-from .sandbox import SandboxLimits
 from .task import CodeEnv, language_of
 
 __all__ = [
@@ -207,7 +206,7 @@ async def complete_text(
     if lang == "python":
         checks.append(syntax_check(not hole_parses(prefix, suffix)))
         if _has_examples(text):
-            checks.append(examples_check(SandboxLimits(timeout=s.sandbox_timeout), False))
+            checks.append(examples_check(env.sandbox_limits(), import_errors_fail=False))
     run = _Run(env, CheckSuite(materialise, checks), task, adapt, tuple(env.redactor.report()), started)
     if not fast:
         return await run.full()

@@ -34,6 +34,8 @@ class CodeSettings(BaseModel):
     # language server: a completion request this soon after the previous one for a document waits this long
     debounce: float = Field(default=0.05, ge=0, le=5)
     sandbox_timeout: float = Field(default=20.0, gt=0)
+    # Run candidates under the Landlock fallback where bwrap cannot run (see the README's sandbox section).
+    allow_weak_sandbox: bool = False
     fim_templates: dict[str, str] = Field(default_factory=dict)  # model id -> template name
     styleguide: str = ".polyfuse/styleguide.md"
     min_severity: Literal["low", "medium", "high", "critical"] = "low"
