@@ -6,6 +6,7 @@ sends it), streaming and not, bad input as 400 in OpenAI form, and a client that
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -266,3 +267,20 @@ async def test_preload_loads_the_in_process_models_of_a_preset():
         await preload(config, hub)
         engines = {path.name for path in hub.local_runtime._engines}
     assert engines == {"SmolLM2-135M-Instruct.Q4_1.gguf", "gemma-3-270m-q4_k_m.gguf"}
+
+
+def test_the_sandbox_runs_candidate_code_under_uvloop():
+    """polyfuse serve runs on uvloop, which cannot start a process as another user: the checks still run."""
+    import uvloop
+
+    from polyfuse.code.sandbox import run_python
+
+    async def both() -> tuple[str, bool]:
+        ok = await run_python("print(6 * 7)")
+        slow = asyncio.ensure_future(run_python("import time; time.sleep(60)"))
+        await asyncio.sleep(0.5)
+        slow.cancel()
+        cancelled = await asyncio.wait_for(asyncio.gather(slow, return_exceptions=True), 30)
+        return ok.stdout.strip(), isinstance(cancelled[0], asyncio.CancelledError)
+
+    assert uvloop.run(both()) == ("42", True)
