@@ -495,7 +495,7 @@ async def main() -> dict[str, Any]:
     smol = Direct(runtime, "smollm2-135m", args.max_tokens)
     single = {"pool": ["local/smollm2-135m"], "judge": "local/smollm2-135m"}
     config = load_config(data={"code": {**single, "complete_max_tokens": args.max_tokens}})
-    async with ProviderHub(config) as hub:
+    async with ProviderHub.from_config(config) as hub:
         env = CodeEnv.create(config, hub)
         context = related_context(env, FILE, ROOT, source[:20_000])  # what the server computes at didOpen
     base = {"complete_max_tokens": args.max_tokens, "latency_budget": 0}

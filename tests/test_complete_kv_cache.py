@@ -28,7 +28,7 @@ def _evaluated(hub: ProviderHub) -> tuple[int, int]:
 
 async def test_the_next_keystroke_reuses_the_kv_cache_and_a_new_context_does_not(tmp_path):
     config = load_config(data={"code": {"pool": ["local/smollm2-135m"], "judge": "local/smollm2-135m"}})
-    async with ProviderHub(config) as hub:
+    async with ProviderHub.from_config(config) as hub:
         env = CodeEnv.create(config, hub, complete_max_tokens=4)
         cursor = SOURCE.index("def similarity") + len("def similarity")
         path = tmp_path / "agreement.py"

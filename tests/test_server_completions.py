@@ -201,6 +201,9 @@ def _post(server, body: dict) -> httpx.Response:
         ({"model": "up/quick", "prompt": "x", "max_tokens": 0}, "max_tokens", "greater than or equal to 1"),
         ({"model": "up/quick", "prompt": "x", "temperature": "hot"}, "temperature", "valid number"),
         ({"model": "polyfuse/nope", "prompt": "x"}, None, "unknown preset 'nope'"),
+        # the server's model policy, as for chat: no raw URL, no file path a client picks
+        ({"model": "http://127.0.0.1:9/v1#x", "prompt": "x"}, "model", "is not allowed here"),
+        ({"model": "local:/etc/passwd", "prompt": "x", "suffix": "y"}, "model", "is not allowed here"),
     ],
 )
 def test_bad_input_is_a_400_in_openai_form(server, body, param, text):
@@ -263,7 +266,7 @@ async def test_preload_loads_the_in_process_models_of_a_preset():
     from polyfuse.server.preload import preload
 
     config = load_config(data={"server": {"preload": ["polyfuse/local"]}})
-    async with ProviderHub(config) as hub:
+    async with ProviderHub.from_config(config) as hub:
         await preload(config, hub)
         engines = {path.name for path in hub.local_runtime._engines}
     assert engines == {"SmolLM2-135M-Instruct.Q4_1.gguf", "gemma-3-270m-q4_k_m.gguf"}

@@ -68,7 +68,7 @@ class PolyfuseServer(LanguageServer):
 
     def env(self, task: str = "lsp") -> CodeEnv:
         if self.hub is None:
-            self.hub = ProviderHub(self.config)
+            self.hub = ProviderHub.from_config(self.config)
         run_log = self.recorder.run_log if self.recorder is not None else None
         return CodeEnv.create(self.config, self.hub, run_log=run_log, task=task, **self.overrides)
 

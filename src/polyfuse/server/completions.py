@@ -32,7 +32,7 @@ from pydantic import ValidationError
 from ..code.complete import CompleteResult, complete_text, hole_parses, prompt_window
 from ..code.fim import FimAdapter, FimTask, split_fim, template_for
 from ..code.task import CodeEnv, language_of
-from ..errors import NoSurvivorsError, PolyfuseError
+from ..errors import NoSurvivorsError, PolyfuseError, ProviderTimeoutError
 from ..fusion.stopcut import cut_at_stop
 from ..providers.base import ChatModel, Delta, StreamEvent
 from ..types import Completion, GenerationParams, Message, Usage
@@ -45,7 +45,8 @@ from .completion_schemas import (
     TextChoice,
     TextCompletion,
 )
-from .errors import ApiError, Redactor, from_library, from_validation
+from .errors import ApiError, from_library, from_validation
+from .routes import allowed
 from .schemas import CompletionUsage, ErrorDetail
 from .streaming import DONE, aclose
 from .translate import preset_name, words
@@ -302,26 +303,39 @@ def _events(state: ServerState, job: _Job, model: ChatModel) -> tuple[AsyncItera
 
 
 async def _single(state: ServerState, job: _Job) -> JSONResponse | StreamResponse:
-    model = state.hub.model(job.req.model)  # resolved as the chat route resolves a single model id
+    """A pass-through within ``[server] passthrough_timeout``; the model is resolved as the chat route resolves
+    one (the server's model policy: a refused id is a 400 that fetches and opens nothing)."""
+    allowed(state, [job.req.model], "model")
+    model = state.hub.model(job.req.model)
     events, streams = _events(state, job, model)
     writer = _Writer(job.req.model)
     echo = job.prompt if job.req.echo else ""
-    if not job.req.stream or not streams:
-        try:
-            final = await _final(events)
-        finally:
-            await aclose(events)
-        usage = _usage(final.usage or Usage(), final.cost)
-        finish = final.finish_reason or "stop"
-        if job.req.stream:
-            return StreamResponse(_whole(writer, echo + final.text, finish, usage))
-        return json_response(writer.answer(echo + final.text, finish, usage=usage))
-    try:  # the first event before the 200: an upstream that fails at once is an HTTP error
-        first = await anext(events)
-    except BaseException:
-        await aclose(events)
-        raise
-    return StreamResponse(_stream(events, first, writer, echo, state.redact))
+    limit = state.settings.passthrough_timeout
+    deadline = asyncio.get_running_loop().time() + limit
+    try:
+        with state.deadlines.until(deadline):
+            if not job.req.stream or not streams:
+                try:
+                    final = await _final(events)
+                finally:
+                    await aclose(events)
+                usage = _usage(final.usage or Usage(), final.cost)
+                finish = final.finish_reason or "stop"
+                if job.req.stream:
+                    return StreamResponse(_whole(writer, echo + final.text, finish, usage))
+                return json_response(writer.answer(echo + final.text, finish, usage=usage))
+            try:  # the first event before the 200: an upstream that fails at once is an HTTP error
+                first = await anext(events)
+            except BaseException:
+                await aclose(events)
+                raise
+    except TimeoutError:
+        raise _too_late(limit) from None
+    return StreamResponse(_stream(events, first, writer, echo, state, deadline))
+
+
+def _too_late(limit: float) -> ProviderTimeoutError:
+    return ProviderTimeoutError(f"no complete answer within the server's passthrough_timeout of {limit:g}s")
 
 
 async def _final(events: AsyncIterator[StreamEvent]) -> Completion:
@@ -335,8 +349,14 @@ async def _final(events: AsyncIterator[StreamEvent]) -> Completion:
 
 
 async def _stream(
-    events: AsyncIterator[StreamEvent], first: StreamEvent, writer: _Writer, echo: str, redact: Redactor
+    events: AsyncIterator[StreamEvent],
+    first: StreamEvent,
+    writer: _Writer,
+    echo: str,
+    state: ServerState,
+    deadline: float,
 ) -> AsyncIterator[bytes]:
+    """Deltas as the upstream sends them; past the deadline the stream ends with an error chunk."""
     if echo:
         yield writer.event(echo)
     event: StreamEvent | None = first
@@ -347,9 +367,12 @@ async def _stream(
             else:
                 usage = _usage(event.usage or Usage(), event.cost)
                 yield writer.event("", event.finish_reason or "stop", usage=usage)
-            event = await anext(events, None)
+            with state.deadlines.until(deadline):  # entered and left within this step, never across a yield
+                event = await anext(events, None)
+    except TimeoutError:
+        yield writer.error(from_library(_too_late(state.settings.passthrough_timeout), state.redact))
     except PolyfuseError as exc:
-        yield writer.error(from_library(exc, redact))
+        yield writer.error(from_library(exc, state.redact))
     finally:
         await aclose(events)
     yield DONE

@@ -9,6 +9,7 @@ import logging
 from ..code.complete import load_models
 from ..config import Config
 from ..errors import PolyfuseError
+from ..presets import member_specs
 from ..providers.registry import ProviderHub
 from .translate import preset_name
 
@@ -25,7 +26,7 @@ def _ids(config: Config) -> list[str]:
             ids.append(item)
             continue
         p = config.preset(preset)
-        ids += [s.model for s in p.member_specs()] + ([p.judge] if p.judge else [])
+        ids += [s.model for s in member_specs(p)] + ([p.judge] if p.judge else [])
     return ids
 
 
