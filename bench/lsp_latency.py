@@ -276,7 +276,8 @@ async def lsp_phase(
         doc = Doc(client, FILE.read_text())
         await asyncio.sleep(0.5)
         await idle(client.pid)  # the server primes its cache at didOpen
-        for new, typed in pairs_of:
+        for n, (new, typed) in enumerate(pairs_of):
+            print(f"  position {n + 1}/{len(pairs_of)}", end="\r")
             for kind, spot, after in (("new spot", new, typed.text), ("keystroke", typed, None)):
                 doc.set(spot.text)
                 took, insertion, member = await doc.complete(spot)
