@@ -51,6 +51,16 @@ def picker(needle: str, agreement: float = 0.5) -> Callable[[Sequence[Message]],
     return fn
 
 
+def upstream_picker(needle: str) -> Callable[[dict], str]:
+    """The same judge for a FakeUpstream model (``Behaviour(reply=...)``): the request body in, a verdict out."""
+    pick = picker(needle)
+
+    def reply(body: dict) -> str:
+        return pick([Message(role=m["role"], content=m.get("content")) for m in body["messages"]])
+
+    return reply
+
+
 @pytest.fixture
 def pool3() -> dict[str, ScriptedModel]:
     return {

@@ -137,3 +137,17 @@ def test_a_restated_function_with_other_parameter_names_keeps_only_its_body():
     task = FimTask('def trunc(number: float) -> float:\n    """Decimal part."""\n', "", "m.py", "python", "")
     answer = "```python\ndef trunc(num: float) -> float:\n    return num % 1.0\n```"
     assert clean_completion(answer, task, from_chat=True) == "    return num % 1.0"
+
+
+def test_the_prompt_window_keeps_its_start_while_the_user_types():
+    from polyfuse.code.complete import prompt_window
+
+    text = "".join(f"line{i}\n" for i in range(200))
+    cursor = text.index("line130")
+    before, after = prompt_window(text[:cursor], text[cursor:], 60, 5)
+    assert before.startswith("line60\n") and after == "line130\nline131\nline132\nline133\nline134\nline135"
+    typed, _ = prompt_window(text[:cursor] + "x = 1\n    y", text[cursor:], 60, 5)
+    assert typed.startswith("line60\n")  # two lines more, same start: the KV cache stays valid
+    far, _ = prompt_window(text[: text.index("line150")], "", 60, 5)
+    assert far.startswith("line80\n")  # it moves in steps of 20 lines
+    assert prompt_window("a\nb", "c", 60, 5) == ("a\nb", "c")

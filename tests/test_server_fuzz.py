@@ -18,6 +18,7 @@ from serverkit import ServerThread
 EXAMPLES = {"POST": 120, "GET": 15}
 # random strings are unknown models (404s); half of the valid requests name ones that exist, to run for real
 KNOWN_MODELS = ["up/a", "polyfuse/fz", "polyfuse", "up/b"]
+RUN_FOR_REAL = ("/v1/chat/completions", "/v1/completions")
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def check_openai_form(response: object) -> None:
 
 def cases(op: object, mode: GenerationMode) -> st.SearchStrategy[schemathesis.Case]:
     strategy = op.as_strategy(generation_mode=mode)  # type: ignore[attr-defined]
-    if mode != GenerationMode.POSITIVE or op.path != "/v1/chat/completions":  # type: ignore[attr-defined]
+    if mode != GenerationMode.POSITIVE or op.path not in RUN_FOR_REAL:  # type: ignore[attr-defined]
         return strategy  # type: ignore[no-any-return]
 
     def known(drawn: tuple[schemathesis.Case, str, bool]) -> schemathesis.Case:
@@ -88,11 +89,11 @@ def fuzz(op: object, mode: GenerationMode, base_url: str) -> list[int]:
 def test_no_5xx_and_every_4xx_in_openai_form(server, mode):
     # schemathesis's pytest plugin does not load under this pytest; its strategies drive hypothesis directly
     ops = operations(server)
-    assert {op.path for op in ops} >= {"/v1/chat/completions", "/v1/models", "/health"}
+    assert {op.path for op in ops} >= {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health"}
     for op in ops:
         if mode == GenerationMode.NEGATIVE and op.method.upper() != "POST":
             continue  # a GET without parameters has nothing to break
         seen = fuzz(op, mode, server.url)
         assert seen, op.path
-        if op.path == "/v1/chat/completions" and mode == GenerationMode.POSITIVE:
+        if op.path in RUN_FOR_REAL and mode == GenerationMode.POSITIVE:
             assert 200 in seen, seen  # valid requests really ran, not only errors

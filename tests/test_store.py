@@ -203,7 +203,7 @@ async def test_export_import_round_trips_jsonl_and_csv(settings, tmp_path):
 
 def test_migrates_an_empty_database_once(settings):
     with open_log(settings) as log:
-        assert log.version == SCHEMA_VERSION == 3
+        assert log.version == SCHEMA_VERSION == 4
     with open_log(settings) as log:  # reopening applies nothing and keeps data
         assert log.count() == 0
         backend = log.backend

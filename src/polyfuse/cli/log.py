@@ -15,7 +15,18 @@ from rich.table import Table
 
 from ..config import load_config
 from ..errors import InvalidRequestError
-from ..store import LogFilter, LogSettings, RunLog, RunRecord, model_stats, open_log, read_runs, write_runs
+from ..store import (
+    LogFilter,
+    LogSettings,
+    RunLog,
+    RunRecord,
+    SuggestionStats,
+    model_stats,
+    open_log,
+    read_runs,
+    suggestion_stats,
+    write_runs,
+)
 from .render import short
 
 __all__ = ["log"]
@@ -185,14 +196,20 @@ def _print_run(r: RunRecord) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Per-model figures as JSON.")
 @_opened
 def stats(runlog: RunLog, as_json: bool, **kw: Any) -> None:
-    """Per model: runs, failure rate, median latency, cost, how often its answer was chosen."""
+    """Per model: runs, failure rate, median latency, cost, how often its answer was chosen; and editor
+    suggestions per model and mode (single, fast, fused): shown, accepted, acceptance rate, median latency."""
     where = _filter(kw)
     runs = runlog.runs(where)
     rows = model_stats(runs)
+    shown = suggestion_stats(runlog, where)
     if as_json:
-        dropped = sum(g.runs for g in runlog.dropped(where))
-        out = {"runs": len(runs), "dropped_runs": dropped, "models": [s.to_dict() for s in rows]}
-        click.echo(json.dumps(out, indent=2))
+        data = {
+            "runs": len(runs),
+            "dropped_runs": sum(g.runs for g in runlog.dropped(where)),
+            "models": [s.to_dict() for s in rows],
+            "suggestions": [s.to_dict() for s in shown],
+        }
+        click.echo(json.dumps(data, indent=2))
         return
     table = Table(box=None, header_style="bold")
     for col in ("model", "role", "runs", "calls", "failed", "median latency", "tokens", "cost", "chosen"):
@@ -211,9 +228,24 @@ def stats(runlog: RunLog, as_json: bool, **kw: Any) -> None:
             _cost(s.cost, s.cost_known),
             chosen,
         )
-    _console().print(table)
-    click.echo(f"{len(runs)} run(s) in {runlog.where}", err=True)
+    out = _console()
+    out.print(table)
+    if shown:
+        out.print("\n[bold]editor suggestions[/]")
+        out.print(_suggestion_table(shown))
+    click.echo(f"{len(runs)} run(s), {sum(s.shown for s in shown)} suggestion(s) in {runlog.where}", err=True)
     _report_dropped(runlog, where)
+
+
+def _suggestion_table(rows: list[SuggestionStats]) -> Table:
+    table = Table(box=None, header_style="bold")
+    for col in ("model", "mode", "shown", "accepted", "acceptance rate", "median latency"):
+        table.add_column(col)
+    for s in rows:
+        rate = "-" if s.rate is None else f"{s.rate:.0%}"
+        median = "-" if s.median_latency is None else f"{s.median_latency * 1000:.0f} ms"
+        table.add_row(s.model, s.mode, str(s.shown), str(s.accepted), rate, median)
+    return table
 
 
 @log.command("export")

@@ -19,6 +19,7 @@ from ..errors import InvalidRequestError
 __all__ = ["ContextFile", "CodeContext", "RepoFilter", "find_root", "gather_context", "read_source"]
 
 _MAX_FILES = 3000
+_MAX_DIRS = 3000  # a root that is a home directory must not turn one completion into a walk of the disk
 _MAX_FILE_BYTES = 200_000
 _SOURCE_SUFFIXES = {
     ".py",
@@ -116,10 +117,11 @@ class RepoFilter:
 
     def walk(self) -> Iterator[Path]:
         """Source files of the tree that neither .gitignore nor .aiexclude rules out."""
-        count = 0
+        count = dirs = 0
         stack = [self.root]
-        while stack:
+        while stack and dirs < _MAX_DIRS:
             d = stack.pop()
+            dirs += 1
             try:
                 entries = sorted(d.iterdir())
             except OSError:
@@ -129,7 +131,8 @@ class RepoFilter:
                     continue
                 if p.is_dir():
                     stack.append(p)
-                elif p.suffix in _SOURCE_SUFFIXES and p.stat().st_size <= _MAX_FILE_BYTES:
+                # is_file: reading a FIFO named x.py would block forever
+                elif p.suffix in _SOURCE_SUFFIXES and p.is_file() and p.stat().st_size <= _MAX_FILE_BYTES:
                     count += 1
                     if count > _MAX_FILES:
                         return
@@ -295,12 +298,13 @@ def _related(root: Path, rf: RepoFilter, current: Path | None, query: str) -> li
     cur = current.resolve() if current else None
     if cur is not None and cur.is_file():
         cur_text = cur.read_text(encoding="utf-8", errors="replace")
-        ranked += [(p, "imported by this file") for p in sorted(_imports(cur, cur_text, root, modules))]
-        ranked += [
-            (p, "imports this file")
-            for p in files
-            if p != cur and cur in _imports(p, texts[p], root, modules)
-        ]
+        if cur.is_relative_to(root):  # a file outside the root has no module name there: symbols only
+            ranked += [(p, "imported by this file") for p in sorted(_imports(cur, cur_text, root, modules))]
+            ranked += [
+                (p, "imports this file")
+                for p in files
+                if p != cur and cur in _imports(p, texts[p], root, modules)
+            ]
         query = query + "\n" + cur_text
     wanted = {w for w in _IDENT.findall(query) if w not in _KEYWORDS}
     scored = []

@@ -25,6 +25,8 @@ __all__ = [
     "template_for",
     "FimAdapter",
     "clean_completion",
+    "FimSplit",
+    "split_fim",
     "HOLE",
 ]
 
@@ -40,12 +42,18 @@ class FimTask:
     context: str = ""  # related files, rendered
 
     def chat_messages(self) -> list[Message]:
-        """The hole-filling chat prompt (also what the judge sees as the request)."""
+        """The hole-filling chat prompt (also what the judge sees as the request).
+
+        Laid out most-stable first, so that a local model's KV cache (the evaluated prompt, reused up to the
+        first token that differs) survives typing: instructions, related files, the code after the cursor
+        (typing at the cursor does not change it), then the code before the cursor, which ends at the hole."""
         related = f"Related files:\n{self.context}\n\n" if self.context else ""
+        lang = self.language
         user = (
-            f"{related}Fill in the code at {HOLE} in {self.path} ({self.language}). Reply with only the code "
-            f"that replaces {HOLE}, in one fenced code block, without repeating the code around it.\n\n"
-            f"```{self.language}\n{self.prefix}{HOLE}{self.suffix}\n```"
+            f"Fill in the code at {HOLE} in {self.path} ({lang}). Reply with only the code that replaces "
+            f"{HOLE}, in one fenced code block, without repeating the code around it.\n\n{related}"
+            f"The code after {HOLE}:\n```{lang}\n{HOLE}{self.suffix}\n```\n\n"
+            f"The code before {HOLE}, which it continues:\n```{lang}\n{self.prefix}{HOLE}\n```"
         )
         return [
             Message(role="system", content="You are a code completion engine. You write only code."),
@@ -145,6 +153,50 @@ def template_for(model: ChatModel, overrides: Mapping[str, str] | None = None) -
         if model.kind == "base":
             return FIM_TEMPLATES["prefix"]
     return FIM_TEMPLATES["chat"]
+
+
+@dataclass(frozen=True)
+class FimSplit:
+    """A prompt a client rendered in a fill-in-the-middle format itself, taken apart again."""
+
+    prefix: str
+    suffix: str
+    context: str  # what came before the prefix marker (a client's repository snippets), tokens removed
+    template: str
+
+
+# Prefix-suffix-middle formats, as clients render them: (template, prefix marker, suffix marker, middle marker).
+_PSM = (
+    ("starcoder", "<fim_prefix>", "<fim_suffix>", "<fim_middle>"),
+    ("qwen", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"),
+    ("deepseek", "<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"),
+    ("codellama", "<PRE>", "<SUF>", "<MID>"),
+)
+_CONTEXT_TOKENS = re.compile(r"<\|?(?:file_sep|repo_name|endoftext)\|?>")
+
+
+def split_fim(prompt: str) -> FimSplit | None:
+    """Prefix and suffix of a prompt already rendered in a FIM format (Continue, for instance, renders
+    ``<fim_prefix>{prefix}<fim_suffix>{suffix}<fim_middle>`` itself for OpenAI-compatible servers); None for
+    a plain prompt."""
+    body = prompt.rstrip()
+    for name, pre, suf, mid in _PSM:
+        start = body.find(pre)
+        if start < 0 or not body.endswith(mid):
+            continue
+        hole = body.find(suf, start + len(pre))
+        end = len(body) - len(mid)
+        if hole < 0 or hole > end:
+            continue
+        prefix, suffix = body[start + len(pre) : hole], body[hole + len(suf) : end]
+        if name == "codellama":  # its template puts a space after <PRE> and before <MID>
+            prefix, suffix = prefix.removeprefix(" "), suffix.removesuffix(" ")
+        context = _CONTEXT_TOKENS.sub("\n", body[:start]).strip("\n")
+        return FimSplit(prefix, suffix, context, name)
+    if prompt.startswith("[SUFFIX]") and "[PREFIX]" in prompt:  # Codestral: suffix first
+        suffix, _, prefix = prompt[len("[SUFFIX]") :].partition("[PREFIX]")
+        return FimSplit(prefix, suffix, "", "codestral")
+    return None
 
 
 _FENCED = re.compile(r"```[\w+-]*\n(.*?)(?:```|$)", re.S)

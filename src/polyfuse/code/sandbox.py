@@ -26,10 +26,11 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from ..errors import UserError
 from . import _bwrap, _fallback
@@ -200,6 +201,11 @@ async def run_sandboxed(
 ) -> SandboxResult:
     """Run ``argv`` confined to a directory: ``workdir`` if given (the caller owns it), else a fresh temporary
     one (removed afterwards) holding ``files``."""
+    if not isinstance(asyncio.get_running_loop(), asyncio.BaseEventLoop):
+        # uvloop (polyfuse serve) starts no process as another user (no user/group arguments): the run is
+        # supervised on a standard event loop in a worker thread instead
+        run = partial(run_sandboxed, argv, files=files, workdir=workdir, stdin=stdin, limits=limits, env=env)
+        return await _on_a_standard_loop(run)
     limits = limits or SandboxLimits()
     info = await asyncio.to_thread(require_sandbox, limits)
     own_dir = workdir is None
@@ -223,6 +229,26 @@ async def run_sandboxed(
     finally:
         if own_dir:
             shutil.rmtree(root, ignore_errors=True)
+
+
+async def _on_a_standard_loop(run: Callable[[], Coroutine[Any, Any, SandboxResult]]) -> SandboxResult:
+    """``run()`` on a new standard asyncio loop in a worker thread; cancelling the caller cancels it there."""
+    loop = asyncio.SelectorEventLoop()
+
+    def in_thread() -> SandboxResult:
+        try:
+            return loop.run_until_complete(run())
+        finally:
+            loop.close()
+
+    done = asyncio.get_running_loop().run_in_executor(None, in_thread)
+    try:
+        return await asyncio.shield(done)
+    except asyncio.CancelledError:
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: the run is over anyway
+            loop.call_soon_threadsafe(lambda: [t.cancel() for t in asyncio.all_tasks(loop)])
+        await asyncio.wait([done])  # the run's processes are killed before this returns
+        raise
 
 
 def _for_directory(info: SandboxInfo, root: Path) -> SandboxInfo:

@@ -23,9 +23,16 @@ class CodeSettings(BaseModel):
     context_tokens: int = Field(default=1500, ge=0)
     redact: Literal["remote", "always", "never"] = "remote"  # remote: when any model is not in-process
     complete_max_tokens: int = Field(default=64, ge=1)
+    # completion prompts show this many lines before the cursor (a little more: the window moves in steps of
+    # 20 lines, so typing keeps the prompt's start, and a local model's KV cache, unchanged) and after it
+    complete_prefix_lines: int = Field(default=60, ge=1)
+    complete_suffix_lines: int = Field(default=20, ge=0)
     max_tokens: int = Field(default=512, ge=16)
     temperature: float | None = Field(default=None, ge=0, le=2)
-    latency_budget: float = Field(default=2.0, ge=0)  # complete's fast path: first good candidate within this
+    # complete's fast path: the first good candidate within this many seconds (0: no limit)
+    latency_budget: float = Field(default=2.0, ge=0)
+    # language server: a completion request this soon after the previous one for a document waits this long
+    debounce: float = Field(default=0.05, ge=0, le=5)
     sandbox_timeout: float = Field(default=20.0, gt=0)
     # Run candidates under the Landlock fallback where bwrap cannot run (see the README's sandbox section).
     allow_weak_sandbox: bool = False

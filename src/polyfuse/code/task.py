@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,7 @@ class CodeEnv:
     redactor: Redactor = field(default_factory=Redactor)
     run_log: RunLog | None = None  # every fusion run of the task is recorded here (source "code")
     task: str = "code"  # which task, for the run log
+    on_finished: Callable[[FusionRequest, FusionResult], None] | None = None  # e.g. a server's run-log hook
 
     @classmethod
     def create(
@@ -126,8 +127,10 @@ class CodeEnv:
         json_schema: dict[str, Any] | None = None,
         stop: list[str] | None = None,
         watch: EventSink | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> FusionResult:
-        """One fusion run; ``watch`` sees the events too (the fast path uses it)."""
+        """One fusion run; ``watch`` sees the events too (the fast path uses it); ``meta`` goes to the run log
+        with the task's name."""
         if self.redacting:  # a safety net over the pieces already prepared
             messages = self.redactor.redact_messages(messages)
         request = self.request(messages, max_tokens=max_tokens or self.settings.max_tokens, stop=stop)
@@ -137,17 +140,25 @@ class CodeEnv:
             result = await fuse(request, self.hub, on_event=self._sink(watch), screen=screen, adapt=adapt)
         except NoSurvivorsError as exc:
             exc.scores = screen.scores if screen else {}  # type: ignore[attr-defined]
-            await self._log_error(request, exc, exc.candidates)
+            await self._log_error(request, exc, exc.candidates, meta)
             raise
         except PolyfuseError as exc:
-            await self._log_error(request, exc, None)
+            await self._log_error(request, exc, None, meta)
             raise
         if self.run_log is not None:
-            await self.run_log.arecord(request, result, source="code", meta={"task": self.task})
+            await self.run_log.arecord(
+                request, result, source="code", meta={"task": self.task, **(meta or {})}
+            )
+        if self.on_finished is not None:
+            self.on_finished(request, result)
         return result
 
     async def _log_error(
-        self, request: FusionRequest, exc: BaseException, candidates: list[Candidate] | None
+        self,
+        request: FusionRequest,
+        exc: BaseException,
+        candidates: list[Candidate] | None,
+        meta: dict[str, Any] | None,
     ) -> None:
         if self.run_log is not None:
             await asyncio.to_thread(
@@ -156,7 +167,7 @@ class CodeEnv:
                 exc,
                 source="code",
                 candidates=candidates,
-                meta={"task": self.task},
+                meta={"task": self.task, **(meta or {})},
             )
 
     def _sink(self, watch: EventSink | None) -> EventSink | None:

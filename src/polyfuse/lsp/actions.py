@@ -16,6 +16,7 @@ from ..code.explain import explain
 from ..code.task import language_of
 from ..code.testgen import generate_tests
 from ..code.transform import transform_text
+from .protocol import open_document
 
 if TYPE_CHECKING:
     from .server import PolyfuseServer
@@ -52,7 +53,12 @@ def _whole(text: str) -> types.Range:
 
 async def _rewrite(ls: PolyfuseServer, sel: Selection, instruction: str) -> types.WorkspaceEdit:
     result = await transform_text(
-        ls.env("transform"), sel.path, sel.text, instruction, line_range=(sel.start, sel.end), root=ls.root
+        ls.env("transform"),
+        sel.path,
+        sel.text,
+        instruction,
+        line_range=(sel.start, sel.end),
+        root=ls.root_for(sel.path),
     )
     return types.WorkspaceEdit(
         changes={sel.uri: [types.TextEdit(range=_whole(sel.text), new_text=result.new_text)]}
@@ -115,7 +121,7 @@ async def resolve_action(ls: PolyfuseServer, action: types.CodeAction) -> types.
     if spec is None or not isinstance(rng, list) or len(rng) != 2:
         raise JsonRpcInvalidParams("code action data is missing or not from this server")
     uri = str(data.get("uri", ""))
-    doc = ls.workspace.get_text_document(uri)
+    doc = open_document(ls.workspace, uri)
     sel = Selection(uri, Path(to_fs_path(uri) or "untitled.py"), doc.source, int(rng[0]) + 1, int(rng[1]) + 1)
     action.edit = await spec.run(ls, sel)
     return action

@@ -1,13 +1,19 @@
 """The language server over stdio (pygls): thin handlers over the code tasks.
 
-- ``textDocument/inlineCompletion`` (registered with options, or pygls would not advertise it) answers with
-  ``complete``'s fast path; the refined fusion is kept for the same position and served on the next request.
-- ``textDocument/completion``: the same completion as one item, for editors without inline completion.
+- ``initialize`` loads the configuration and starts loading the models in the background (``warmup.py``,
+  reported with ``$/progress`` from ``initialized`` on); a request that comes earlier waits for them.
+- ``textDocument/inlineCompletion`` (registered with options, or pygls would not advertise it) and
+  ``textDocument/completion`` answer through ``completions.py``: fast, debounced, superseded by a newer request,
+  the fused answer served at the same spot next time. "No suggestion" (nothing passed the checks, a member failed,
+  a timeout) is an empty list plus a ``window/logMessage`` line, never an error. Each item carries the
+  ``polyfuse.accepted`` command (suggestion, run and member), which the editor runs when the user takes it: the
+  server records it in the run log (``polyfuse log stats`` shows the acceptance rate).
 - Code actions on a selection: explain (a comment above it), fix, document (edits of the file), generate tests
   (a new test file), computed on ``codeAction/resolve`` when the client resolves edits lazily, else at once.
-- Typing cancels: a ``didChange`` cancels the document's completions in flight (and every model call under
-  them), as does ``$/cancelRequest``. Configuration: ``polyfuse.toml`` of the workspace, then the client's
-  ``initializationOptions`` (``[code]`` keys). A user mistake becomes an InvalidParams error; the server goes on.
+- Typing cancels: a ``didChange`` cancels the document's work in flight (and every model call under it), as
+  does ``$/cancelRequest``. A client's mistake (an unknown document, a position outside it, a malformed
+  context) is InvalidParams; the server goes on. Configuration: ``polyfuse.toml`` of the workspace, then the
+  client's ``initializationOptions`` (``[code]`` keys).
 """
 
 from __future__ import annotations
@@ -21,84 +27,75 @@ from typing import Any, TypeVar
 
 from lsprotocol import types
 from pydantic import ValidationError
-from pygls.exceptions import JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams
+from pygls.exceptions import JsonRpcInternalError, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
-from pygls.protocol import LanguageServerProtocol
 from pygls.uris import to_fs_path
-from pygls.workspace import TextDocument
 
-from ..code.complete import CompleteResult, complete_text
+from ..code.context import find_root
 from ..code.task import CodeEnv
 from ..config import Config, load_config
-from ..errors import NoSurvivorsError, PolyfuseError, UserError
+from ..errors import PolyfuseError, UserError
 from ..providers.registry import ProviderHub
 from ..redaction import Redactor, provider_keys
-from ..store import LogError, RunLog, open_log
+from ..store import LogError, open_log
+from ..types import Message
 from .actions import ACTIONS, resolve_action
+from .completions import Completions, Served, SuggestionRecorder
+from .protocol import Protocol, check_inline_context, offset_of, open_document
+from .warmup import Warmup
 
-__all__ = ["PolyfuseServer", "build_server"]
+__all__ = ["PolyfuseServer", "build_server", "ACCEPTED"]
 
 _LOG = logging.getLogger("polyfuse.lsp")
+ACCEPTED = "polyfuse.accepted"
 T = TypeVar("T")
-
-
-_ANSWERED = object()  # a malformed request that already got its error response
-
-
-class _Protocol(LanguageServerProtocol):
-    """pygls logs a request whose params do not deserialise and never answers it, leaving the client waiting:
-    answer it with the protocol error instead."""
-
-    def structure_message(self, data: dict[str, Any]) -> Any:
-        try:
-            return super().structure_message(data)
-        except JsonRpcException as exc:
-            if "id" in data and "method" in data:
-                exc.message = f"invalid params for {data['method']}"
-                self._send_response(data["id"], None, exc.to_response_error())
-                return _ANSWERED
-            raise
-
-    def handle_message(self, message: Any) -> None:
-        if message is not _ANSWERED:
-            super().handle_message(message)
 
 
 class PolyfuseServer(LanguageServer):
     def __init__(self, config_path: str | None = None) -> None:
         from .. import __version__
 
-        super().__init__("polyfuse", __version__, protocol_cls=_Protocol)
+        super().__init__("polyfuse", __version__, protocol_cls=Protocol)
         self.config_path = config_path
-        self.config: Config | None = None
+        self.config: Config = Config()
         self.overrides: dict[str, Any] = {}
         self.hub: ProviderHub | None = None
-        self.run_log: RunLog | None = None
-        self.root = Path.cwd()
-        self.inflight: dict[str, set[asyncio.Task[Any]]] = {}
-        self.refined: dict[tuple[str, int], asyncio.Task[CompleteResult]] = {}
+        self.recorder: SuggestionRecorder | None = None
+        self.root: Path | None = None  # the workspace root; None when the client sent none
+        self.pool_size = 0
+        self.warmup = Warmup(self)
+        self.completions = Completions(self)
+        self.inflight: dict[str, set[asyncio.Task[Any]]] = {}  # code actions per document
 
     def env(self, task: str = "lsp") -> CodeEnv:
-        if self.config is None or self.hub is None:
-            self.config = self.config or load_config(self.config_path)
+        if self.hub is None:
             self.hub = ProviderHub.from_config(self.config)
-            self.run_log = self._open_log(self.config, self.hub)
-        return CodeEnv.create(self.config, self.hub, run_log=self.run_log, task=task, **self.overrides)
+        run_log = self.recorder.run_log if self.recorder is not None else None
+        return CodeEnv.create(self.config, self.hub, run_log=run_log, task=task, **self.overrides)
 
-    def _open_log(self, config: Config, hub: ProviderHub) -> RunLog | None:
-        """The run log, or None: an editor session keeps working when the log cannot be opened."""
-        if not config.log.enabled:
-            return None
+    def root_for(self, path: Path) -> Path:
+        """Where a document's related files come from: the workspace root when the file is inside it, else the
+        file's own git work tree (or its directory)."""
+        if self.root is not None and path.resolve().is_relative_to(self.root.resolve()):
+            return self.root
+        return find_root(path)
+
+    def log_line(self, level: types.MessageType, text: str) -> None:
+        self.window_log_message(types.LogMessageParams(level, f"polyfuse: {text}"))
+
+    def _open_log(self) -> None:
+        """The run log, for suggestions and runs; an editor session keeps working when it cannot be opened."""
+        if not self.config.log.enabled:
+            return
+        # keys an upstream echoes back stay out of stored texts
+        redact = Redactor(provider_keys(self.hub)) if self.hub is not None else None
         try:
-            return open_log(config.log, redact=Redactor(provider_keys(hub)))
+            self.recorder = SuggestionRecorder(open_log(self.config.log, redact=redact))
         except LogError as exc:
-            self.window_log_message(
-                types.LogMessageParams(types.MessageType.Warning, f"polyfuse: run log off: {exc}")
-            )
-            return None
+            self.log_line(types.MessageType.Warning, f"run log off: {exc}")
 
     async def guarded(self, uri: str, work: Callable[[], Awaitable[T]]) -> T:
-        """Run a request's work, cancellable by typing in ``uri``; user mistakes become protocol errors."""
+        """A code action's work, cancellable by typing in ``uri``; user mistakes become protocol errors."""
         task = asyncio.current_task()
         assert task is not None
         self.inflight.setdefault(uri, set()).add(task)
@@ -106,8 +103,6 @@ class PolyfuseServer(LanguageServer):
             return await work()
         except UserError as exc:
             raise JsonRpcInvalidParams(str(exc)) from None
-        except NoSurvivorsError as exc:
-            raise JsonRpcInternalError(str(exc)) from None
         except PolyfuseError as exc:
             raise JsonRpcInternalError(str(exc)) from None
         finally:
@@ -117,23 +112,29 @@ class PolyfuseServer(LanguageServer):
         tasks = self.inflight.pop(uri, set())
         for t in tasks:
             t.cancel()
-        for key in [k for k in self.refined if k[0] == uri]:
-            self.refined.pop(key).cancel()
-        return len(tasks)
+        return len(tasks) + self.completions.changed(uri)
 
 
-def _offset(doc: TextDocument, pos: types.Position) -> int:
-    """The Python-string offset of a client position. Clients count characters in the negotiated encoding
-    (UTF-16 code units by default), so "é😀x" puts x at character 3 for the client but index 2 for us."""
-    lines = doc.source.split("\n")
-    if not 0 <= pos.line < len(lines):
-        raise JsonRpcInvalidParams(f"position {pos.line}:{pos.character} is outside the document")
-    line = lines[pos.line]
-    units = doc.position_codec.client_num_units(line)
-    if not 0 <= pos.character <= units:
-        raise JsonRpcInvalidParams(f"position {pos.line}:{pos.character} is outside the document")
-    server = doc.position_codec.position_from_client_units(doc.lines, pos)
-    return sum(len(ln) + 1 for ln in lines[: pos.line]) + server.character
+def _path(uri: str) -> Path:
+    return Path(to_fs_path(uri) or "untitled.py")
+
+
+def _accepted_command(served: Served) -> types.Command:
+    info = {"suggestion": served.suggestion, "run": served.run_id, "member": served.member}
+    return types.Command(title="polyfuse: accepted", command=ACCEPTED, arguments=[info])
+
+
+async def _serve(ls: PolyfuseServer, uri: str, position: types.Position, check: Any = None) -> Served:
+    doc = open_document(ls.workspace, uri)
+    offset = offset_of(doc, position)
+    if check is not None:
+        check(doc)
+    served = await ls.completions.complete(uri, _path(uri), doc.source, offset)
+    if not served.insertion:
+        ls.log_line(
+            types.MessageType.Info, f"no suggestion at {position.line}:{position.character}: {served.reason}"
+        )
+    return served
 
 
 def build_server(config_path: str | None = None) -> PolyfuseServer:
@@ -142,76 +143,106 @@ def build_server(config_path: str | None = None) -> PolyfuseServer:
     @server.feature(types.INITIALIZE)
     def initialize(ls: PolyfuseServer, params: types.InitializeParams) -> None:
         root = ls.workspace.root_path
-        if root:
-            ls.root = Path(root)
-        path = ls.config_path or (
-            str(ls.root / "polyfuse.toml") if (ls.root / "polyfuse.toml").is_file() else None
-        )
+        ls.root = Path(root) if root else None
+        toml = ls.root / "polyfuse.toml" if ls.root else None
+        path = ls.config_path or (str(toml) if toml is not None and toml.is_file() else None)
         try:
             ls.config = load_config(path)
             options = params.initialization_options or {}
             if not isinstance(options, dict):
                 raise JsonRpcInvalidParams("initializationOptions must be an object of [code] settings")
             ls.overrides = dict(options)
-            ls.config.code.merged(**ls.overrides)  # validate now, not on the first keystroke
+            env = ls.env("complete")  # validates the settings now, not on the first keystroke
+            ls.pool_size = len(env.request([Message(role="user", content="-")]).pool)
         except (UserError, ValidationError) as exc:
             raise JsonRpcInvalidParams(f"polyfuse configuration: {exc}") from None
-        ls.hub = ProviderHub.from_config(ls.config)
+        ls._open_log()
+        ls.warmup.start(env)
+
+    @server.feature(types.INITIALIZED)
+    async def initialized(ls: PolyfuseServer, params: types.InitializedParams) -> None:
+        window = ls.client_capabilities.window
+        supports = bool(window and window.work_done_progress)
+        await ls.warmup.report(supports, ls.work_done_progress.create_async)
 
     @server.feature(types.SHUTDOWN)
     async def shutdown(ls: PolyfuseServer, *args: Any) -> None:
         for uri in list(ls.inflight):
             ls.cancel_inflight(uri)
+        if ls.warmup.task is not None:
+            ls.warmup.task.cancel()
+            await asyncio.wait([ls.warmup.task], timeout=10)
+        await ls.completions.aclose()  # before the models are unloaded: their calls stop first
         if ls.hub is not None:
             await ls.hub.aclose()
             ls.hub = None
-        if ls.run_log is not None:
-            ls.run_log.close()
-            ls.run_log = None
+        if ls.recorder is not None:
+            await ls.recorder.aclose()
+            ls.recorder = None
+
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def did_open(ls: PolyfuseServer, params: types.DidOpenTextDocumentParams) -> None:
+        item = params.text_document
+        ls.completions.opened(item.uri, _path(item.uri), item.text)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
+    def did_save(ls: PolyfuseServer, params: types.DidSaveTextDocumentParams) -> None:
+        uri = params.text_document.uri
+        if uri in ls.workspace.text_documents:
+            ls.completions.saved(uri, _path(uri), ls.workspace.get_text_document(uri).source)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: PolyfuseServer, params: types.DidCloseTextDocumentParams) -> None:
+        ls.cancel_inflight(params.text_document.uri)
+        ls.completions.closed(params.text_document.uri)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: PolyfuseServer, params: types.DidChangeTextDocumentParams) -> None:
         n = ls.cancel_inflight(params.text_document.uri)
         if n:
-            _LOG.info("typing in %s cancelled %d completion(s)", params.text_document.uri, n)
-
-    async def completion_at(ls: PolyfuseServer, uri: str, position: types.Position) -> CompleteResult:
-        doc = ls.workspace.get_text_document(uri)
-        offset = _offset(doc, position)
-        key = (uri, offset)
-        pending = ls.refined.pop(key, None)
-        if pending is not None and pending.done() and not pending.cancelled() and pending.exception() is None:
-            return pending.result()  # the refined answer for the same spot, ready since last time
-        path = Path(to_fs_path(uri) or "untitled.py")
-        result = await complete_text(ls.env("complete"), doc.source, offset, path, fast=True, root=ls.root)
-        if result.refined is not None:
-            ls.refined[key] = result.refined
-        return result
+            _LOG.info("typing in %s cancelled %d request(s)", params.text_document.uri, n)
 
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(
         ls: PolyfuseServer, params: types.InlineCompletionParams
-    ) -> types.InlineCompletionList | None:
-        uri = params.text_document.uri
-        result = await ls.guarded(uri, lambda: completion_at(ls, uri, params.position))
+    ) -> types.InlineCompletionList:
+        check = partial(check_inline_context, params=params)
+        served = await _serve(ls, params.text_document.uri, params.position, check)
+        if not served.insertion:
+            return types.InlineCompletionList(items=[])
         rng = types.Range(start=params.position, end=params.position)
-        return types.InlineCompletionList(
-            items=[types.InlineCompletionItem(insert_text=result.insertion, range=rng)]
+        item = types.InlineCompletionItem(
+            insert_text=served.insertion, range=rng, command=_accepted_command(served)
         )
+        return types.InlineCompletionList(items=[item])
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=["."]))
     async def completion(ls: PolyfuseServer, params: types.CompletionParams) -> types.CompletionList:
-        uri = params.text_document.uri
-        result = await ls.guarded(uri, lambda: completion_at(ls, uri, params.position))
-        first = result.insertion.strip().splitlines()[0] if result.insertion.strip() else ""
+        served = await _serve(ls, params.text_document.uri, params.position)
+        if not served.insertion:
+            return types.CompletionList(is_incomplete=True, items=[])
+        first = served.insertion.strip().splitlines()[0]
         item = types.CompletionItem(
-            label=first[:60] or "(polyfuse)",
+            label=first[:60],
             kind=types.CompletionItemKind.Snippet,
-            detail=f"polyfuse: {result.member}",
-            insert_text=result.insertion,
+            detail=f"polyfuse ({served.mode}): {served.member}",
+            insert_text=served.insertion,
             insert_text_format=types.InsertTextFormat.PlainText,
+            command=_accepted_command(served),
         )
         return types.CompletionList(is_incomplete=True, items=[item])
+
+    @server.command(ACCEPTED)
+    async def accepted(ls: PolyfuseServer, *args: Any) -> bool:
+        info = args[0] if len(args) == 1 and isinstance(args[0], dict) else {}
+        uid = info.get("suggestion")
+        if not isinstance(uid, str) or not uid or len(uid) > 64:
+            raise JsonRpcInvalidParams(
+                f"{ACCEPTED} takes the object an item's command carries: {{suggestion, run, member}}"
+            )
+        if ls.recorder is None:
+            return False
+        return await ls.recorder.accepted(uid)
 
     kinds = [types.CodeActionKind.QuickFix, types.CodeActionKind.RefactorRewrite, types.CodeActionKind.Source]
 
@@ -221,7 +252,7 @@ def build_server(config_path: str | None = None) -> PolyfuseServer:
     )
     async def code_action(ls: PolyfuseServer, params: types.CodeActionParams) -> list[types.CodeAction]:
         uri = params.text_document.uri
-        ls.workspace.get_text_document(uri)
+        open_document(ls.workspace, uri)
         caps = ls.client_capabilities.text_document
         resolve = caps and caps.code_action and caps.code_action.resolve_support
         lazy = bool(resolve and "edit" in resolve.properties)

@@ -171,6 +171,10 @@ class LocalRuntime:
         self._engines: dict[Path, _Engine] = {}
         self._load_lock = threading.Lock()
         self.generating = 0  # generations running in worker threads right now (observable by tests/metrics)
+        # Prompt tokens given and prompt tokens llama.cpp really evaluated: the rest came from its KV cache (the
+        # longest common prefix with the model's previous prompt). Observable by tests and benchmarks.
+        self.prompt_tokens = 0
+        self.prompt_evaluated = 0
 
     def model_at(self, model_id: str) -> LocalModel:
         """``local:/path/to/model.gguf`` (the hub's policy has allowed the path before this looks at it)."""
@@ -208,6 +212,11 @@ class LocalRuntime:
         finally:
             with self._load_lock:
                 self.generating -= 1
+
+    def count_prompt(self, given: int, evaluated: int) -> None:
+        with self._load_lock:
+            self.prompt_tokens += given
+            self.prompt_evaluated += evaluated
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
@@ -271,6 +280,9 @@ class LocalModel(ChatModel):
                     raise UpstreamError(
                         f"{self.id}: prompt of {len(tokens)} tokens does not fit the context of {engine.llm.n_ctx()}"
                     )
+            import llama_cpp
+
+            llama_cpp.llama_perf_context_reset(engine.llm.ctx)
             gen: Any = engine.llm.create_completion(
                 prompt=tokens,
                 max_tokens=max_tokens,
@@ -301,6 +313,8 @@ class LocalModel(ChatModel):
                     finish = choice.get("finish_reason") or finish
             finally:
                 gen.close()
+                evaluated = int(llama_cpp.llama_perf_context(engine.llm.ctx).n_p_eval)
+                self.runtime.count_prompt(len(tokens), min(evaluated, len(tokens)))
             if finish == "cancelled":
                 return
             text = "".join(parts)

@@ -3,6 +3,7 @@ routing by (method, path), error rendering, the web panel's static files and /op
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
@@ -22,7 +23,7 @@ from ..providers.registry import ProviderHub
 from ..redaction import Redactor, provider_keys
 from ..store import RunLog, open_log
 from ..types import FusionResult
-from . import routes
+from . import completions, routes
 from .asgi import (
     ClientGone,
     JSONResponse,
@@ -38,6 +39,7 @@ from .deadlines import Deadlines
 from .errors import ApiError, from_library
 from .openapi import openapi_document
 from .policy import server_policy
+from .preload import preload
 from .runlog import RunLogHook
 from .schemas import PresetInfo
 from .settings import CONFIG_ENV, DEPTH_HEADER, NO_LOG_ENV, ServerSettings
@@ -79,6 +81,7 @@ class ServerState:
     policy: ModelPolicy
     result_hooks: list[ResultHook] = field(default_factory=list)
     run_log: RunLogHook | None = None
+    completions: completions.RefinedCompletions = field(default_factory=completions.RefinedCompletions)
     deadlines: Deadlines = field(default_factory=Deadlines)  # pass-through deadlines, one timer for all
 
     @property
@@ -133,6 +136,7 @@ class ServerApp:
         self.state = ServerState(config, hub, Redactor([*provider_keys(hub), *self.keys]), policy)
         self.routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/chat/completions"): routes.chat_completions,
+            ("POST", "/v1/completions"): completions.completions,
             ("GET", "/v1/models"): routes.list_models,
             ("GET", "/v1/fusion/config"): routes.panel_config,
             ("GET", "/health"): routes.health,
@@ -147,11 +151,16 @@ class ServerApp:
             await self._lifespan(receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
+        preloading: asyncio.Future[None] | None = None
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                preloading = asyncio.ensure_future(preload(self.state.config, self.state.hub))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if preloading is not None:
+                    preloading.cancel()
+                await self.state.completions.aclose()
                 await self.state.hub.aclose()
                 if self.state.run_log is not None:
                     await self.state.run_log.aclose()

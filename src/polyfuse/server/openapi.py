@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from .. import __version__
+from .completion_schemas import CompletionRequest, TextCompletion
 from .schemas import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -90,6 +91,27 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        "/v1/completions": {
+            "post": {
+                "summary": "Text completion with an optional suffix (fill-in-the-middle): fused for "
+                "polyfuse/<preset>, pass-through for a single model id",
+                "security": secured,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref(CompletionRequest)}},
+                },
+                "responses": {
+                    "200": {
+                        "description": "text_completion (or an SSE stream of them, then `data: [DONE]`)",
+                        "content": {
+                            "application/json": {"schema": _ref(TextCompletion)},
+                            "text/event-stream": {"schema": _ref(TextCompletion)},
+                        },
+                    },
+                    **_ERRORS,
+                },
+            }
+        },
         "/v1/models": {
             "get": {
                 "summary": "Presets (polyfuse/<name>) and configured single models",
@@ -114,6 +136,8 @@ def openapi_document() -> OpenAPIDocument:
             (ChatCompletionRequest, "validation"),
             (ChatCompletion, "serialization"),
             (ChatCompletionChunk, "serialization"),
+            (CompletionRequest, "validation"),
+            (TextCompletion, "serialization"),
             (ErrorResponse, "serialization"),
             (ModelList, "serialization"),
             (PanelConfig, "serialization"),

@@ -49,6 +49,8 @@ class ServerSettings(BaseModel):
     max_header_bytes: int = Field(default=32768, ge=1024)  # request line plus headers
     max_headers: int = Field(default=100, ge=8)
     max_connections: int = Field(default=512, ge=1)  # beyond: a 503 and the connection closed at once
+    # model ids or polyfuse/<preset>: their in-process (local) models are loaded at startup, in the background
+    preload: list[str] = Field(default_factory=list)
 
     def keys(self, env: Mapping[str, str] | None = None) -> frozenset[str]:
         """Every accepted server key: the configured ones and those in the environment variable."""

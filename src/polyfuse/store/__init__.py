@@ -18,6 +18,7 @@ from .migrations import LATEST as SCHEMA_VERSION
 from .records import CandidateRecord, RunRecord, build_error_record, build_record
 from .settings import LogSettings, default_log_path
 from .stats import ModelStats, model_stats
+from .suggestions import Suggestion, SuggestionStats, record_acceptance, record_suggestion, suggestion_stats
 from .text import TextPolicy
 from .writer import LogWriter, WriterStats
 
@@ -38,6 +39,8 @@ __all__ = [
     "RunRecord",
     "TextPolicy",
     "WriterStats",
+    "Suggestion",
+    "SuggestionStats",
     "build_error_record",
     "build_record",
     "default_log_path",
@@ -46,5 +49,8 @@ __all__ = [
     "open_log",
     "parse_when",
     "read_runs",
+    "record_acceptance",
+    "record_suggestion",
+    "suggestion_stats",
     "write_runs",
 ]

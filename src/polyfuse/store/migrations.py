@@ -115,6 +115,25 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX dropped_runs_last_at ON dropped_runs (last_at)",
         ),
     ),
+    Migration(
+        4,
+        "editor suggestions shown and accepted (the language server's inline completions)",
+        (
+            """CREATE TABLE suggestions (
+                id {id},
+                uid TEXT NOT NULL UNIQUE,
+                created_at TEXT NOT NULL,
+                source TEXT NOT NULL,
+                run TEXT NOT NULL,
+                mode TEXT NOT NULL,
+                model TEXT NOT NULL,
+                member TEXT NOT NULL,
+                latency {real} NOT NULL,
+                accepted_at TEXT
+            )""",
+            "CREATE INDEX suggestions_created_at ON suggestions (created_at)",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

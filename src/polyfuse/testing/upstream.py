@@ -13,7 +13,8 @@ import socket
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 __all__ = ["Behaviour", "FakeUpstream", "serve_forever"]
@@ -35,6 +36,7 @@ class Behaviour:
     chunks: int = 4
     tool_calls: list[dict[str, Any]] | None = None
     echo_key: bool = False  # error messages quote the API key the request carried, as careless upstreams do
+    reply: Callable[[dict[str, Any]], str] | None = None  # the text, computed from the request body
     # hostile or broken upstreams: a raw 200 body instead of a completion (``body`` sent ``repeat`` times, a
     # pause of ``drip`` seconds before each piece), or ``hang``: accept the request and never answer
     body: bytes | None = None
@@ -93,6 +95,8 @@ class FakeUpstream:
         key = self.headers[-1].get("authorization", "").removeprefix("Bearer ")
         model = str(request.get("model", ""))
         b = self.behaviours.get(model, self.default)
+        if b.reply is not None:
+            b = replace(b, text=b.reply(request))
         n = self._counts[model]
         self._counts[model] += 1
         self.active += 1
