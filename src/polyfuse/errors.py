@@ -23,6 +23,7 @@ __all__ = [
     "UpstreamError",
     "BadUpstreamRequestError",
     "ModelNotAvailableError",
+    "LogprobsUnavailableError",
     "FusionError",
     "AllMembersFailedError",
     "NoSurvivorsError",
@@ -115,6 +116,10 @@ class BadUpstreamRequestError(ProviderError):
 
 class ModelNotAvailableError(ProviderError):
     """A local model file or backend is missing on this machine."""
+
+
+class LogprobsUnavailableError(ProviderError):
+    """The model offers no token log-probabilities (a probability-scoring judge then falls back to JSON)."""
 
 
 class FusionError(PolyfuseError):

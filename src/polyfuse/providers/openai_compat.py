@@ -29,6 +29,7 @@ from ..errors import (
 )
 from ..types import Completion, GenerationParams, Message, Usage
 from .base import ChatModel, Delta, StreamEvent
+from .logprobs import MeanLogprob, OptionLogprobs, Options, http_option_logprobs
 from .pricing import PriceTable, estimate_tokens
 from .sse import iter_sse_data
 
@@ -46,7 +47,7 @@ _FALLBACK: dict[StructuredMode, StructuredMode] = {
     "json_object": "none",
 }
 _MAX_RETRY_AFTER = 60.0
-_DROPPABLE = ("temperature", "top_p", "seed", "stop", "stream_options")
+_DROPPABLE = ("temperature", "top_p", "seed", "stop", "stream_options", "logprobs")
 
 
 @dataclass
@@ -188,6 +189,7 @@ class OpenAICompatModel(ChatModel):
         self.supports_json_schema = upstream.structured != "none"
         self.supports_text_completion = upstream.text_completion
         self.dropped: set[str] = set()  # optional parameters this backend refused
+        self.supports_logprobs: bool | None = None  # learned on the first probability-scoring call
 
     # -- request building -------------------------------------------------------------------------------------
     def _body(
@@ -205,7 +207,7 @@ class OpenAICompatModel(ChatModel):
         else:
             body["prompt"] = prompt
         keys = ("temperature", "max_tokens", "top_p", "stop", "seed")
-        for key in keys if prompt is not None else (*keys, "tools", "tool_choice"):
+        for key in keys if prompt is not None else (*keys, "tools", "tool_choice", "logprobs"):
             value = getattr(params, key)
             if value is not None and key not in self.dropped:
                 body[key] = value
@@ -273,6 +275,7 @@ class OpenAICompatModel(ChatModel):
             latency=latency,
             ttft=latency,
             tool_calls=message.get("tool_calls") or None,
+            logprob=_mean_logprob(choice.get("logprobs")),
         )
 
     async def _post_once(
@@ -354,6 +357,7 @@ class OpenAICompatModel(ChatModel):
         finish: str | None = None
         answered_by = self.remote_name
         ttft: float | None = None
+        token_logprobs = MeanLogprob()
         up = self.upstream
         try:
             async with up.session.post(up.url(path), json=body, headers=request_headers.get()) as response:
@@ -391,6 +395,7 @@ class OpenAICompatModel(ChatModel):
                                 )
                         if delta.get("tool_calls"):
                             tools.add(delta["tool_calls"])
+                        token_logprobs.add_openai(choice.get("logprobs"))
                         text = delta.get("content") if prompt is None else choice.get("text")
                         if text:
                             if ttft is None:
@@ -415,7 +420,39 @@ class OpenAICompatModel(ChatModel):
             latency=time.perf_counter() - start,
             ttft=ttft,
             tool_calls=tools.result(),
+            logprob=token_logprobs.mean(),
         )
+
+    # -- probability scoring (providers/logprobs.py) ----------------------------------------------------------
+    async def option_logprobs(
+        self, messages: Sequence[Message], options: Options, params: GenerationParams
+    ) -> OptionLogprobs:
+        return await http_option_logprobs(self, messages, options)
+
+    async def post_json(self, path: str, body: dict[str, Any]) -> Any:
+        """POST a ready-made body to ``path`` (retried like any call); the parsed JSON reply."""
+
+        async def once(mode: StructuredMode) -> Any:
+            up = self.upstream
+            try:
+                async with up.session.post(up.url(path), json=body, headers=request_headers.get()) as r:
+                    raw = await r.read()
+                    if r.status >= 400:
+                        raise error_from_status(r.status, raw, self.id, _retry_after(r.headers))
+            except _TRANSPORT_ERRORS as exc:
+                raise _transport_error(exc, self.id) from None
+            try:
+                return json.loads(raw)
+            except ValueError:
+                raise UpstreamError(f"{self.id}: response is not JSON", provider=self.id) from None
+
+        return await self._with_retries(once, GenerationParams())
+
+
+def _mean_logprob(logprobs: Any) -> float | None:
+    acc = MeanLogprob()
+    acc.add_openai(logprobs)
+    return acc.mean()
 
 
 def _response_format(mode: StructuredMode, schema: dict[str, Any]) -> dict[str, Any]:

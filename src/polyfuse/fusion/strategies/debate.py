@@ -37,7 +37,7 @@ class Debate(Strategy):
     description = "members revise after reading each other's answers, then the judge writes the answer"
 
     def judge_calls(self, request: FusionRequest) -> int:
-        return 1
+        return 1 if request.judge_method == "json" else 2  # + the pick from token probabilities
 
     def member_rounds(self, request: FusionRequest) -> int:
         return 1 + request.rounds

@@ -1,0 +1,97 @@
+"""Writing guarded by choosing: merge and debate must not turn a right short answer wrong.
+
+For a short answer (a number, a letter, a name or a short phrase; a code block that passes its checks) the
+judge's written answer is held against the candidate the judge chose. When it does not agree with it (it
+contradicts every candidate, or sides with one the judge did not choose), the engine returns the chosen
+candidate and records ``writer_rejected`` with what the writer wrote. Long-form answers keep the written
+synthesis: there, differing from every candidate is what a synthesis does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from ..types import Candidate
+from .agreement import normalize, similarity
+
+__all__ = ["Claim", "claim_of", "agrees", "Judgement", "hold_against"]
+
+_LONG_FORM_WORDS = 40  # past this, an answer is prose: the synthesis stands
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_LETTER = re.compile(r"^\W*\(?([A-J])(?:[\).:\]]|\s|$)")
+_LETTER_SAID = re.compile(r"\b(?:answer|option)(?:\s+is)?\s*[:\-]?\s*\(?([A-J])\b", re.I)
+_CODE = re.compile(r"```[^\n]*\n(.*?)(?:```|$)", re.S)
+_SAME_PHRASE = 0.5
+
+Screen = Callable[[list[Candidate]], Awaitable[list[Candidate]]]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a short answer asserts: a letter, a number, or a short phrase."""
+
+    kind: str  # "letter" | "number" | "phrase"
+    value: str
+
+
+def claim_of(text: str) -> Claim | None:
+    """The claim of a short answer; None for long-form text or code (checked by running it instead)."""
+    if _CODE.search(text):
+        return None
+    words = normalize(text).split()
+    if not words or len(words) > _LONG_FORM_WORDS:
+        return None
+    letter = _LETTER.search(text.strip()) or _LETTER_SAID.search(text)
+    if letter and (len(words) <= 3 or _LETTER_SAID.search(text)):
+        return Claim("letter", letter.group(1).upper())
+    numbers = _NUMBER.findall(re.sub(r"(?<=\d),(?=\d{3})", "", text))
+    if numbers:
+        return Claim("number", str(float(numbers[-1])))
+    return Claim("phrase", text.strip())
+
+
+def agrees(a: Claim, b: Claim) -> bool:
+    if a.kind == b.kind and a.kind in ("letter", "number"):
+        return a.value == b.value
+    if "phrase" in (a.kind, b.kind) and a.kind != b.kind:
+        return False
+    return similarity(a.value, b.value) >= _SAME_PHRASE
+
+
+@dataclass(frozen=True)
+class Judgement:
+    keep_written: bool
+    reason: str = ""
+
+
+def _has_code(text: str) -> bool:
+    return bool(_CODE.search(text))
+
+
+async def hold_against(
+    written: str, chosen: Candidate, candidates: Sequence[Candidate], screen: Screen | None
+) -> Judgement:
+    """Whether the written answer may stand, given the chosen candidate and the others."""
+    ok = [c for c in candidates if c.ok]
+    if screen is not None and _has_code(written) and any(c.checks for c in ok):
+        probe = chosen.model_copy(update={"member": "(written answer)", "text": written, "checks": []})
+        checked = (await screen([probe]))[0]
+        if not checked.ok:
+            failed = "; ".join(f"{c.name}: {c.detail}" for c in checked.checks if not c.passed)
+            return Judgement(False, f"the written code fails its checks ({failed[:200]})")
+        return Judgement(True)
+    mine = claim_of(written)
+    theirs = [(c, claim_of(c.text)) for c in ok]
+    if mine is None or any(claim is None for _, claim in theirs):
+        return Judgement(True)  # long-form: a synthesis is meant to differ
+    chosen_claim = claim_of(chosen.text)
+    if chosen_claim is not None and agrees(mine, chosen_claim):
+        return Judgement(True)
+    sides = [c.member for c, claim in theirs if claim is not None and agrees(mine, claim)]
+    if sides:
+        return Judgement(
+            False, f"the written answer sides with {', '.join(sides)}, not the chosen {chosen.member}"
+        )
+    return Judgement(False, "the written answer contradicts every candidate")
