@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .code.settings import CodeSettings
 from .errors import ConfigError
 from .fusion.request import FusionRequest
+from .fusion.scoring import method_names
 from .providers.base import MemberSpec, parse_member, parse_pool
 from .server.settings import ServerSettings
 from .store.settings import LogSettings
@@ -96,6 +97,15 @@ class Preset(_Strict):
     min_responses: int | None = Field(default=None, ge=1)
     straggler_grace: float | None = Field(default=None, ge=0)
     skip_judge_on_consensus: float | None = Field(default=None, ge=0, le=1)
+    judge_method: str | None = None  # json | label | yesno | label+yesno (default: the engine's)
+    analysis: bool = False  # add the structured analysis to every verdict
+
+    @field_validator("judge_method")
+    @classmethod
+    def _known_method(cls, v: str | None) -> str | None:
+        if v is not None and v not in method_names():
+            raise ValueError(f"unknown judge method '{v}'; valid: {', '.join(method_names())}")
+        return v
 
     def member_specs(self) -> list[MemberSpec]:
         specs: list[MemberSpec] = []
@@ -205,6 +215,8 @@ class Config(_Strict):
             "min_responses": p.min_responses,
             "straggler_grace": p.straggler_grace,
             "skip_judge_on_consensus": p.skip_judge_on_consensus,
+            "judge_method": p.judge_method,
+            "analysis": p.analysis or None,
         }
         fields.update({k: v for k, v in overrides.items() if v is not None})
         return FusionRequest(

@@ -9,21 +9,32 @@ probability methods (the JSON verdict carries it itself).
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import LogprobsUnavailableError, ProviderError
+from ..providers.base import ChatModel
 from ..types import Candidate, Verdict
-from .events import FusionEvent
+from .events import FusionEvent, null_sink
 from .judge import Ballot, make_ballot
 from .scoring import JSON_METHOD, Scored, get_method
 
 if TYPE_CHECKING:
     from .engine import FusionContext
+    from .request import FusionRequest
 
-__all__ = ["Pick", "NoLogprobs", "pick", "probability_pick", "score_candidates", "add_analysis"]
+__all__ = [
+    "Pick",
+    "NoLogprobs",
+    "pick",
+    "probability_pick",
+    "score_candidates",
+    "add_analysis",
+    "choose_in_order",
+]
 
 
 @dataclass
@@ -133,3 +144,17 @@ async def add_analysis(ctx: FusionContext, verdict: Verdict, ballot: Ballot) -> 
     if verdict.analysis is not None:
         verdict.consensus = list(verdict.analysis.consensus)
         verdict.contradictions = [c.point for c in verdict.analysis.contradictions]
+
+
+async def choose_in_order(
+    request: FusionRequest, judge: ChatModel, candidates: Sequence[Candidate], order: Sequence[str]
+) -> str | None:
+    """The member the request's judge chooses when the candidates are presented in ``order`` (member ids);
+    None when the judge fails. Measures position bias: the same choice must come back in any order."""
+    from .engine import FusionContext  # the engine imports the strategies, which import this module
+
+    by_member = {c.member: c for c in candidates if c.ok}
+    presented = [by_member[m] for m in order if m in by_member]
+    ctx = FusionContext(request=request, models={}, judge=judge, emit=null_sink, rng=random.Random(0))
+    chosen = await pick(ctx, presented, order=presented)
+    return None if isinstance(chosen, str) else chosen.chosen.member

@@ -130,7 +130,9 @@ def make_coherent(
     notes: list[str] = []
     fixed = _reattach(scores, ballot_texts, notes)
     choice = top_scored(fixed, stated_choice)
-    if choice is None and fixed:  # a tie the scores do not break and no stated choice among the tied: the first of them
+    if (
+        choice is None and fixed
+    ):  # a tie the scores do not break and no stated choice among the tied: the first of them
         best = max(s.score for s in fixed)
         choice = next(s.label for s in fixed if s.score == best)
     if stated_choice is not None and choice != stated_choice:

@@ -3,8 +3,10 @@
 For a short answer (a number, a letter, a name or a short phrase; a code block that passes its checks) the
 judge's written answer is held against the candidate the judge chose. When it does not agree with it (it
 contradicts every candidate, or sides with one the judge did not choose), the engine returns the chosen
-candidate and records ``writer_rejected`` with what the writer wrote. Long-form answers keep the written
-synthesis: there, differing from every candidate is what a synthesis does.
+candidate and records ``writer_rejected`` with what the writer wrote. When the judge chose nothing (its
+written verdict scored no answer), the written answer only has to agree with some candidate; contradicting
+them all returns the vote's pick. Long-form answers keep the written synthesis: there, differing from every
+candidate is what a synthesis does.
 """
 
 from __future__ import annotations
@@ -71,9 +73,15 @@ def _has_code(text: str) -> bool:
 
 
 async def hold_against(
-    written: str, chosen: Candidate, candidates: Sequence[Candidate], screen: Screen | None
+    written: str,
+    chosen: Candidate,
+    candidates: Sequence[Candidate],
+    screen: Screen | None,
+    *,
+    judged: bool = True,
 ) -> Judgement:
-    """Whether the written answer may stand, given the chosen candidate and the others."""
+    """Whether the written answer may stand, given the chosen candidate and the others. ``judged=False``: the
+    chosen one is only the vote's pick (the judge chose none), so agreeing with any candidate will do."""
     ok = [c for c in candidates if c.ok]
     if screen is not None and _has_code(written) and any(c.checks for c in ok):
         probe = chosen.model_copy(update={"member": "(written answer)", "text": written, "checks": []})
@@ -90,6 +98,8 @@ async def hold_against(
     if chosen_claim is not None and agrees(mine, chosen_claim):
         return Judgement(True)
     sides = [c.member for c, claim in theirs if claim is not None and agrees(mine, claim)]
+    if sides and not judged:
+        return Judgement(True)
     if sides:
         return Judgement(
             False, f"the written answer sides with {', '.join(sides)}, not the chosen {chosen.member}"

@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from ..request import FusionRequest
 
 
-async def _write(ctx: FusionContext, candidates: list[Candidate]) -> tuple[ParsedVerdict, Candidate] | str:
+async def _write(
+    ctx: FusionContext, candidates: list[Candidate]
+) -> tuple[ParsedVerdict, Candidate, bool] | str:
     """The written answer and the candidate it is held against: the probability judge's pick (the writer is
     told), or the top-scored candidate of the written verdict, or the vote's winner when it scored none."""
     ok = [c for c in candidates if c.ok]
@@ -41,16 +43,17 @@ async def _write(ctx: FusionContext, candidates: list[Candidate]) -> tuple[Parse
             if analysis is not None:
                 parsed.verdict.consensus = list(analysis.consensus)
                 parsed.verdict.contradictions = [c.point for c in analysis.contradictions]
-            return parsed, chosen.chosen
+            return parsed, chosen.chosen, True
     parsed = await ctx.ask_judge(ok, "write", analysis=ctx.request.analysis)
     if isinstance(parsed, str):
         return parsed
     parsed.verdict.method_note = note
     held = next((c for c in ok if c.member == parsed.verdict.choice), None)
-    if held is None:
-        held = ctx.vote_outcome(ok).chosen or ok[0]
-        parsed.verdict.choice = held.member
-    return parsed, held
+    if held is not None:
+        return parsed, held, True
+    held = ctx.vote_outcome(ok).chosen or ok[0]  # the written verdict scored no answer: the vote's pick
+    parsed.verdict.choice = held.member
+    return parsed, held, False
 
 
 async def synthesize(ctx: FusionContext, candidates: list[Candidate]) -> Outcome:
@@ -61,9 +64,9 @@ async def synthesize(ctx: FusionContext, candidates: list[Candidate]) -> Outcome
         outcome = ctx.vote_outcome(candidates, judge_failed=written)
         outcome.final = candidates
         return outcome
-    parsed, chosen = written
+    parsed, chosen, judged = written
     assert parsed.answer is not None
-    judgement = await hold_against(parsed.answer, chosen, candidates, ctx.screen)
+    judgement = await hold_against(parsed.answer, chosen, candidates, ctx.screen, judged=judged)
     if judgement.keep_written:
         outcome = Outcome(parsed.answer, parsed.verdict, streamed=parsed.streamed)
     else:

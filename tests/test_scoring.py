@@ -1,0 +1,135 @@
+"""The probability-scoring judge (label, yes/no, both): choice, position-bias cancellation, pooling of same
+answers, confidence, and the JSON fallback for a judge without log-probabilities, with the scripted provider.
+Every fixture puts the right answer in each position and asserts which answer won."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from conftest import picker
+from polyfuse import FusionRequest, fuse
+from polyfuse.fusion.scoring import decide, method_names
+from polyfuse.providers.logprobs import OptionLogprobs, match_top_logprobs
+from polyfuse.testing import Reply, ScriptedModel, scripted_hub
+from polyfuse.testing.scripted import prefer
+from polyfuse.types import Candidate, Usage
+
+ANSWERS = ["Lyon", "Paris", "Marseille"]
+
+
+def pool_with_right_at(position: int) -> tuple[dict[str, ScriptedModel], str]:
+    """Three members; the one at ``position`` says Paris. Returns the models and the right member id."""
+    texts = [t for t in ANSWERS if t != "Paris"]
+    texts.insert(position, "Paris")
+    models = {n: ScriptedModel(n, default=t) for n, t in zip("abc", texts, strict=True)}
+    return models, f"scripted/{'abc'[position]}"
+
+
+def req(mode: str = "best-of", method: str = "label", **kw) -> FusionRequest:
+    return FusionRequest.from_prompt(
+        "Capital of France?", "scripted/a,scripted/b,scripted/c", judge="scripted/judge", mode=mode,
+        judge_method=method, **kw,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("method", ["label", "yesno", "label+yesno"])
+@pytest.mark.parametrize("position", [0, 1, 2])
+async def test_probability_judge_picks_the_right_answer_wherever_it_stands(method, position):
+    models, right = pool_with_right_at(position)
+    models["judge"] = ScriptedModel("judge", scores=prefer("Paris"))
+    for seed in range(3):  # whatever the presentation order
+        result = await fuse(req(method=method, shuffle_seed=seed), scripted_hub(models))
+        v = result.verdict
+        assert result.answer == "Paris" and v.choice == right
+        assert v.method == method and v.judge == "scripted/judge" and v.method_note is None
+        assert 0.5 < v.confidence <= 1 and v.scores and not v.judge_failed
+        assert {s.member for s in v.scores} == {"scripted/a", "scripted/b", "scripted/c"}
+        top = max(v.scores, key=lambda s: s.score)
+        assert top.member == right  # the choice follows the scores
+    assert models["judge"].calls == []  # no text generated: forward passes only
+
+
+async def test_label_averages_over_rotations_so_a_first_position_bias_cancels():
+    models, _ = pool_with_right_at(1)
+    # a judge that only likes the first label: every candidate gets it once, so none is favoured
+    models["judge"] = ScriptedModel("judge", scores=prefer("nothing-matches", position_bias=4.0))
+    result = await fuse(req(method="label"), scripted_hub(models))
+    probs = {s.member: s.score for s in result.verdict.scores}
+    assert max(probs.values()) - min(probs.values()) < 1e-6
+    assert len(models["judge"].scored) == 3  # one forward pass per rotation
+    firsts = [
+        m[-1].content.split("<<<ANSWER A ")[1].split(">>>\n")[1].split("\n")[0]
+        for m in models["judge"].scored
+    ]
+    assert sorted(firsts) == sorted(ANSWERS)  # each answer was presented first once
+
+
+async def test_a_biased_judge_is_overruled_by_its_preference_once_averaged():
+    models, right = pool_with_right_at(2)
+    models["judge"] = ScriptedModel("judge", scores=prefer("Paris", strength=3.0, position_bias=2.0))
+    for seed in range(4):
+        result = await fuse(req(method="label", shuffle_seed=seed), scripted_hub(models))
+        assert result.verdict.choice == right
+
+
+def test_same_answers_pool_their_probability():
+    cands = [
+        Candidate(member="a", model="x", text="Lyon"),
+        Candidate(member="b", model="x", text="Paris"),
+        Candidate(member="c", model="x", text="paris."),
+    ]
+    # the judge likes Lyon best alone, but Paris is said twice: 0.4 against 0.3 + 0.3
+    scored = decide("label", {"a": 0.4, "b": 0.3, "c": 0.3}, cands, [])
+    assert scored.choice in ("b", "c") and scored.confidence == pytest.approx(0.6)
+    # yes/no probabilities are per answer: they average, they do not add up
+    scored = decide("yesno", {"a": 0.7, "b": 0.5, "c": 0.6}, cands, [], pool_by_sum=False)
+    assert scored.choice == "a" and scored.confidence == pytest.approx(0.7)
+
+
+def test_exact_ties_go_to_the_more_confident_member_not_the_first():
+    for first_confident in (True, False):
+        lp = [-0.2, -2.0] if first_confident else [-2.0, -0.2]
+        cands = [
+            Candidate(member=m, model="x", text=t, logprob=p)
+            for m, t, p in zip("ab", ["Lyon", "Paris"], lp, strict=True)
+        ]
+        scored = decide("label", {"a": 0.5, "b": 0.5}, cands, [])
+        assert scored.choice == ("a" if first_confident else "b")
+
+
+@pytest.mark.parametrize("mode", ["best-of", "merge"])
+async def test_a_judge_without_logprobs_falls_back_to_json_and_says_so(mode):
+    models, right = pool_with_right_at(2)
+    if mode == "best-of":
+        models["judge"] = ScriptedModel("judge", default=Reply(fn=picker("Paris")))
+    else:
+        from conftest import write_json
+
+        models["judge"] = ScriptedModel("judge", default=write_json("Paris"))
+    result = await fuse(req(mode, method="label+yesno"), scripted_hub(models))
+    v = result.verdict
+    assert v.method == "json" and "offers none" in v.method_note and "label+yesno" in v.method_note
+    assert result.answer == "Paris" and len(models["judge"].calls) == 1  # one JSON call, no failed attempt
+    if mode == "best-of":
+        assert v.choice == right and v.confidence is None
+
+
+def test_every_method_is_known_to_the_request_and_unknown_ones_are_refused():
+    from polyfuse.errors import InvalidRequestError
+
+    assert method_names() == ["json", "label", "yesno", "label+yesno"]
+    with pytest.raises(InvalidRequestError, match="unknown judge method 'vibes'; valid methods: json"):
+        req(method="vibes")
+
+
+def test_top_logprobs_are_matched_to_options_with_a_floor_for_the_missing():
+    top = [(" A", -0.2), ("B", -1.9), ("The", -3.0), ("(A", -4.0)]
+    got = match_top_logprobs(top, {"A": ["A", " A"], "B": ["B", " B"], "C": ["C", " C"]})
+    assert got["A"] == pytest.approx(math.log(math.exp(-0.2) + math.exp(-4.0)))
+    assert got["B"] == pytest.approx(-1.9)
+    assert got["C"] < -4.0  # absent from the top list: less likely than anything listed
+    result = OptionLogprobs(got, Usage(), 0.0, "m")
+    probs = result.normalized()
+    assert max(probs, key=probs.get) == "A" and sum(probs.values()) == pytest.approx(1.0)
