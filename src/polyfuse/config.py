@@ -215,9 +215,10 @@ class Config(_Strict):
             "min_responses": p.min_responses,
             "straggler_grace": p.straggler_grace,
             "skip_judge_on_consensus": p.skip_judge_on_consensus,
-            "judge_method": p.judge_method,
-            "analysis": p.analysis or None,
+            "analysis": p.analysis,
         }
+        if p.judge_method is not None:
+            fields["judge_method"] = p.judge_method
         fields.update({k: v for k, v in overrides.items() if v is not None})
         return FusionRequest(
             messages=messages,

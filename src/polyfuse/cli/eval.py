@@ -65,7 +65,9 @@ async def _run(spec: EvalSpec, config_path: str | None, out: Path | None, fresh:
 @click.option("--preset", help="Preset whose pool, judge and limits to start from.")
 @click.option("--pool", help="Comma-separated members, e.g. 'local/smollm2-135m,local/gemma3-270m'.")
 @click.option("--judge", help="Judge model id for best-of, merge and debate.")
-@click.option("--judges", help="Several judge model ids, compared side by side (instead of --judge).")
+@click.option(
+    "--judges", help="Judge model ids compared side by side (with --judge, if given, as the first)."
+)
 @click.option(
     "--judge-methods",
     help=f"How the judges choose, comma-separated, each compared side by side: {', '.join(method_names())} "
@@ -122,8 +124,6 @@ def eval_command(
         if dataset is None and not list_datasets:
             click.echo("give a DATASET: a JSONL file or one of the names above", err=True)
         return
-    if judge and judges:
-        raise EvalError("give --judge or --judges, not both")
     methods = _list(judge_methods)
     unknown = [m for m in methods if m not in method_names()]
     if unknown or (judge_methods is not None and not methods):
@@ -140,7 +140,7 @@ def eval_command(
         dataset=data,
         pool=request.pool,
         judge=request.judge,
-        judges=_list(judges),
+        judges=([judge] if judge and judges else []) + _list(judges),
         judge_methods=methods or [request.judge_method],
         modes=[m.strip() for m in modes.split(",") if m.strip()],
         rounds=request.rounds,

@@ -20,7 +20,9 @@ from .agreement import normalize, similarity
 
 __all__ = ["Claim", "claim_of", "agrees", "Judgement", "hold_against"]
 
-_LONG_FORM_WORDS = 40  # past this, an answer is prose: the synthesis stands
+# Past these lengths an answer is prose, and the synthesis stands: a stated letter ("the answer is B") within
+# 40 words, a final number within 25 (a worked sum), a name or short phrase within 12.
+_LETTER_WORDS, _NUMBER_WORDS, _PHRASE_WORDS = 40, 25, 12
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _LETTER = re.compile(r"^\W*\(?([A-J])(?:[\).:\]]|\s|$)")
 _LETTER_SAID = re.compile(r"\b(?:answer|option)(?:\s+is)?\s*[:\-]?\s*\(?([A-J])\b", re.I)
@@ -43,15 +45,17 @@ def claim_of(text: str) -> Claim | None:
     if _CODE.search(text):
         return None
     words = normalize(text).split()
-    if not words or len(words) > _LONG_FORM_WORDS:
+    if not words or len(words) > _LETTER_WORDS:
         return None
     letter = _LETTER.search(text.strip()) or _LETTER_SAID.search(text)
     if letter and (len(words) <= 3 or _LETTER_SAID.search(text)):
         return Claim("letter", letter.group(1).upper())
     numbers = _NUMBER.findall(re.sub(r"(?<=\d),(?=\d{3})", "", text))
-    if numbers:
+    if numbers and len(words) <= _NUMBER_WORDS:
         return Claim("number", str(float(numbers[-1])))
-    return Claim("phrase", text.strip())
+    if len(words) <= _PHRASE_WORDS and not numbers:
+        return Claim("phrase", text.strip())
+    return None
 
 
 def agrees(a: Claim, b: Claim) -> bool:

@@ -337,7 +337,8 @@ def parse_verdict(
         agreement = min(1.0, max(0.0, float(data["agreement"])))
     except (KeyError, TypeError, ValueError):
         agreement = -1.0  # filled in by the caller from the measured agreement
-    stated = _norm_label(data.get("choice"), labels)
+    # a written verdict has no "choice" key: its pick is only ever its top score
+    stated = _norm_label(data.get("choice"), labels) if kind == "choose" else None
     coherent = make_coherent(scores, stated, {lb: c.text for lb, c in ballot.labels.items()})
     choice_label = coherent.choice_label if scores else stated
     answer: str | None = None
