@@ -133,3 +133,35 @@ def test_top_logprobs_are_matched_to_options_with_a_floor_for_the_missing():
     result = OptionLogprobs(got, Usage(), 0.0, "m")
     probs = result.normalized()
     assert max(probs, key=probs.get) == "A" and sum(probs.values()) == pytest.approx(1.0)
+
+
+async def test_an_http_judge_without_logprobs_falls_back_once_and_remembers():
+    """A real OpenAI-compatible upstream on loopback that answers without ``logprobs``: the first fusion asks
+    once, learns, and falls back to the JSON verdict (said in the verdict); the next never asks again."""
+    from polyfuse.config import Config
+    from polyfuse.providers.registry import ProviderHub
+    from polyfuse.testing.upstream import Behaviour, FakeUpstream
+
+    verdict = (
+        '{"scores": {"A": {"reason": "r", "score": 9}, "B": {"reason": "r", "score": 2}}, "choice": "A"}'
+    )
+    behaviours = {"a": Behaviour(text="Paris"), "b": Behaviour(text="Lyon"), "judge": Behaviour(text=verdict)}
+    with FakeUpstream(behaviours) as up:
+        config = Config.model_validate({"providers": {"fake": {"base_url": up.base_url, "max_retries": 0}}})
+        async with ProviderHub(config, env={}) as hub:
+            results = []
+            for _ in range(2):
+                request = FusionRequest.from_prompt(
+                    "Capital of France?", "fake/a,fake/b", judge="fake/judge", judge_method="label"
+                )
+                results.append(await fuse(request, hub))
+        asked = [r for r in up.requests if r["model"] == "judge" and r.get("logprobs")]
+        written = [r for r in up.requests if r["model"] == "judge" and "response_format" in r]
+    assert len(asked) == 1 and asked[0]["top_logprobs"] == 20 and asked[0]["max_tokens"] == 1
+    assert len(written) == 2
+    for result in results:
+        v = result.verdict
+        assert v.method == "json" and "needs log-probabilities" in v.method_note and not v.judge_failed
+        assert result.answer in ("Paris", "Lyon") and v.choice == v.labels["A"]
+    members = [r for r in up.requests if r["model"] in ("a", "b")]
+    assert all(r["logprobs"] is True for r in members)  # members are asked for their confidence
