@@ -104,11 +104,11 @@ def panel():
     from serverkit import ServerThread
 
     config = load_config(data=PANEL_CONFIG)
-    with ServerThread(create_app(config, scripted_hub(models(), config), env={})) as srv:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-            yield browser, srv.url
-            browser.close()
+    app = create_app(config, scripted_hub(models(), config), env={})
+    with ServerThread(app) as srv, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield browser, srv.url
+        browser.close()
 
 
 def _fuse_in_panel(panel, method: str, analysis: bool):
