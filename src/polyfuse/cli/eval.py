@@ -82,6 +82,11 @@ async def _run(spec: EvalSpec, config_path: str | None, out: Path | None, fresh:
 @click.option("--grader", help="Model that grades 'rubric' items (LLM-as-judge); reported as such.")
 @click.option("--sc-k", type=int, help="Samples for self-consistency (default: matched to the fused tokens).")
 @click.option("--no-equal-budget", is_flag=True, help="Skip the self-consistency comparison.")
+@click.option(
+    "--no-code-checks",
+    is_flag=True,
+    help="Do not screen code candidates by the prompt's own examples before the fusion arms choose.",
+)
 @click.option("--concurrency", type=int, default=2, show_default=True, help="Items evaluated at once.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the judges' candidate order.")
 @click.option(
@@ -109,6 +114,7 @@ def eval_command(
     grader: str | None,
     sc_k: int | None,
     no_equal_budget: bool,
+    no_code_checks: bool,
     concurrency: int,
     seed: int,
     out: str | None,
@@ -151,6 +157,7 @@ def eval_command(
         system=system,
         grader=grader,
         equal_budget=not no_equal_budget,
+        code_checks=not no_code_checks,
         sc_k=sc_k,
         seed=seed,
         concurrency=concurrency,

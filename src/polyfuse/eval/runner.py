@@ -13,7 +13,8 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from ..errors import AllMembersFailedError, FusionError
+from ..code.checks import CheckSuite, best_failing
+from ..errors import AllMembersFailedError, FusionError, NoSurvivorsError
 from ..fusion.agreement import similarity
 from ..fusion.choosing import choose_in_order
 from ..fusion.engine import fuse
@@ -22,6 +23,7 @@ from ..providers.base import MemberSpec, parse_pool
 from ..providers.registry import ProviderHub
 from ..types import Candidate, FusionResult, Message
 from . import replay
+from .checks import code_screen
 from .datasets import EvalItem
 from .results import ArmKind, ArmResult, MemberOutcome, ResultsFile
 from .scorers import Score, ScoringContext, get_scorer
@@ -100,10 +102,14 @@ class Evaluation:
         for single in self.spec.singles:
             if single in todo:
                 self._add(await self._single(item, single.removeprefix("single:"), first, scores))
+        screen = code_screen(item) if self.spec.code_checks else None
         for arm in self.spec.fusion_arms:
             if arm.name in todo:
-                outcome = first if arm.mode == "vote" else await self._fuse(item, arm.mode, arm.config)
-                result = await _fusion_result(item, arm.name, "fusion", outcome, scores, arm)
+                if arm.mode == "vote" and screen is None:
+                    outcome = first
+                else:
+                    outcome = await self._fuse(item, arm.mode, arm.config, screen)
+                result = await _fusion_result(item, arm.name, "fusion", outcome, scores, arm, screen)
                 if arm.mode == "best-of" and isinstance(outcome, FusionResult) and arm.config is not None:
                     result.position_flip = await self._position_probe(item, outcome, arm.config)
                 self._add(result)
@@ -149,11 +155,11 @@ class Evaluation:
         )
 
     async def _fuse(
-        self, item: EvalItem, mode: str, config: JudgeConfig | None = None
+        self, item: EvalItem, mode: str, config: JudgeConfig | None = None, screen: CheckSuite | None = None
     ) -> FusionResult | FusionError:
         request = self._request(item, mode, replay.replay_pool(self.spec.pool), config)
         try:
-            return await fuse(request, self.hub)
+            return await fuse(request, self.hub, screen=screen)
         except FusionError as exc:
             return exc
 
@@ -242,14 +248,22 @@ async def _fusion_result(
     outcome: FusionResult | FusionError,
     scores: _ScoreCache,
     spec: FusionArm | None = None,
+    screen: CheckSuite | None = None,
 ) -> ArmResult:
     judge = spec.config.judge if spec and spec.config else None
+    if isinstance(outcome, NoSurvivorsError):
+        return await _best_failing_result(item, arm, kind, outcome, scores, screen, judge)
     if not isinstance(outcome, FusionResult):
         return ArmResult(
             item=item.id, arm=arm, kind=kind, error=str(outcome), detail="no answer", judge=judge
         )
     seen = [
-        MemberOutcome(member=c.member, status=c.status, correct=c.ok and (await scores.get(c.text)).correct)
+        # a candidate the code checks rejected still counts for the oracle: the pool did produce it
+        MemberOutcome(
+            member=c.member,
+            status=c.status,
+            correct=c.status in ("ok", "rejected") and (await scores.get(c.text)).correct,
+        )
         for c in outcome.candidates
     ]
     score = await scores.get(outcome.answer)
@@ -277,6 +291,44 @@ async def _fusion_result(
         judge_tokens=sum(c.usage.total_tokens for c in outcome.judge_calls),
         confidence=outcome.verdict.confidence,
         writer_rejected=outcome.verdict.writer_rejected,
+    )
+
+
+async def _best_failing_result(
+    item: EvalItem,
+    arm: str,
+    kind: ArmKind,
+    outcome: NoSurvivorsError,
+    scores: _ScoreCache,
+    screen: CheckSuite | None,
+    judge: str | None,
+) -> ArmResult:
+    """No candidate passed the prompt's examples: the answer is the best failing one (what the user sees)."""
+    cands: list[Candidate] = list(outcome.candidates)
+    best = best_failing(cands, screen.scores if screen else None)
+    if best is None:
+        return ArmResult(
+            item=item.id, arm=arm, kind=kind, error=str(outcome), detail="no answer", judge=judge
+        )
+    seen = [
+        MemberOutcome(member=c.member, status=c.status, correct=(await scores.get(c.text)).correct)
+        for c in cands
+    ]
+    score = await scores.get(best.text)
+    return ArmResult(
+        item=item.id,
+        arm=arm,
+        kind=kind,
+        answer=best.text,
+        correct=score.correct,
+        detail=f"no candidate passed the examples; best failing: {score.detail}",
+        tokens=sum(c.usage.total_tokens for c in cands),
+        cost=sum(c.cost or 0.0 for c in cands),
+        cost_known=all(c.cost is not None for c in cands),
+        latency=round(max((c.latency for c in cands), default=0.0), 6),
+        candidates=seen,
+        chosen=best.member,
+        judge=judge,
     )
 
 

@@ -69,6 +69,7 @@ class EvalSpec:
     sc_k: int | None = None  # None: chosen to match the fused pool's tokens
     seed: int = 0
     concurrency: int = 2
+    code_checks: bool = True  # fusion arms screen code candidates by the prompt's own examples (eval/checks)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -155,6 +156,7 @@ class EvalSpec:
             "equal_budget": self.equal_budget,
             "sc_k": self.sc_k,
             "seed": self.seed,
+            "code_checks": self.code_checks,
         }
         data["fingerprint"] = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
         return data
