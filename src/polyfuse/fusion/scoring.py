@@ -6,6 +6,11 @@ probabilities in one forward pass per prompt, no text generated.
 - ``yesno``: "is this answer correct? yes or no" for each candidate alone; P(yes) / (P(yes) + P(no)). No
   order to be biased by.
 - ``label+yesno``: both, averaged.
+- ``likelihood``: how likely the judge itself finds each answer as its own reply to the request: the mean
+  log-probability of the answer's tokens, one forward pass per candidate; shares in proportion to the
+  per-token probability. The candidates never appear in one prompt, so nothing can be biased by order and a
+  candidate cannot address the judge. Needs the prompt's token probabilities (local models; not offered by
+  OpenAI-style chat APIs, where it falls back to JSON).
 
 Candidates that give the same answer pool their probability (the answer is what is right or wrong, not who
 said it), so the choice is the answer the judge finds most likely, then its most likely wording. The
@@ -43,6 +48,7 @@ JSON_METHOD = "json"
 DEFAULT_METHOD = "label+yesno"
 _MAX_ANSWER_CHARS = 1500  # per candidate in a scoring prompt: bounds the forward pass
 _SAME_ANSWER = 0.9  # agreement at which two candidates give the same answer (agreement.similarity)
+_LIKELIHOOD_TOKENS = 256  # of each candidate: bounds the forward pass on long answers
 _YES = ("yes", "Yes", " yes", " Yes", "YES")
 _NO = ("no", "No", " no", " No", "NO")
 
@@ -189,6 +195,29 @@ class CombinedMethod(ScoringMethod):
         return {m: 0.5 * label[m] + 0.5 * yes[m] / total_yes for m in label}, calls_a + calls_b
 
 
+class LikelihoodMethod(ScoringMethod):
+    name = "likelihood"
+    description = "the judge's own probability of each answer as its reply (mean token log-probability)"
+
+    async def raw(
+        self, judge: ChatModel, request: Sequence[Message], order: Sequence[Candidate], nonce: str
+    ) -> tuple[dict[str, float], list[Completion]]:
+        means: dict[str, float] = {}
+        calls: list[Completion] = []
+        for cand in order:
+            result = await judge.continuation_logprobs(request, cand.text, _LIKELIHOOD_TOKENS)
+            calls.append(
+                Completion(
+                    text="", usage=result.usage, cost=result.cost, model=result.model, latency=result.latency
+                )
+            )
+            means[cand.member] = result.mean
+        top = max(means.values())
+        weights = {m: math.exp(v - top) if math.isfinite(v) else 0.0 for m, v in means.items()}
+        total = sum(weights.values()) or 1.0
+        return {m: w / total for m, w in weights.items()}, calls
+
+
 def _groups(order: Sequence[Candidate]) -> list[list[int]]:
     """Candidates giving the same answer (agreement at or above _SAME_ANSWER), as index groups."""
     matrix = agreement_matrix([c.text for c in order])
@@ -239,7 +268,7 @@ def register_method(cls: type[ScoringMethod]) -> type[ScoringMethod]:
     return cls
 
 
-for _cls in (LabelMethod, YesNoMethod, CombinedMethod):
+for _cls in (LabelMethod, YesNoMethod, CombinedMethod, LikelihoodMethod):
     register_method(_cls)
 
 

@@ -13,7 +13,7 @@ from ..errors import BadUpstreamRequestError, ConfigError, LogprobsUnavailableEr
 from ..types import Completion, GenerationParams, Message
 
 if TYPE_CHECKING:
-    from .logprobs import OptionLogprobs, Options
+    from .logprobs import ContinuationLogprobs, OptionLogprobs, Options
 
 __all__ = [
     "ModelKind",
@@ -67,6 +67,13 @@ class ChatModel(ABC):
         """The log-probability of each option (its spellings) as the next token of the reply, from one forward
         pass. Raises LogprobsUnavailableError when the model offers none."""
         raise LogprobsUnavailableError(f"{self.id} offers no log-probabilities", provider=self.id)
+
+    async def continuation_logprobs(
+        self, messages: Sequence[Message], reply: str, max_tokens: int
+    ) -> ContinuationLogprobs:
+        """The log-probability of each token of ``reply`` (at most ``max_tokens``) as the model's answer to
+        ``messages``, from one forward pass. Raises LogprobsUnavailableError when the model offers none."""
+        raise LogprobsUnavailableError(f"{self.id} offers no prompt log-probabilities", provider=self.id)
 
     async def complete(self, messages: Sequence[Message], params: GenerationParams) -> Completion:
         final: Completion | None = None

@@ -31,8 +31,8 @@ from typing import Any
 from ..errors import ModelNotAvailableError, ProviderError, UnknownModelError, UpstreamError
 from ..types import Completion, GenerationParams, Message, Usage
 from .base import ChatModel, Delta, ModelKind, StreamEvent
-from .local_logprobs import TokenLogprobs, option_logprobs_of
-from .logprobs import OptionLogprobs, Options
+from .local_logprobs import TokenLogprobs, continuation_logprobs_of, option_logprobs_of
+from .logprobs import ContinuationLogprobs, OptionLogprobs, Options
 
 __all__ = ["LocalRuntime", "LocalModel", "BUNDLED", "bundled_path", "render_base_prompt"]
 
@@ -349,6 +349,29 @@ class LocalModel(ChatModel):
             raise UpstreamError(f"{self.id}: {type(exc).__name__}: {exc}", provider=self.id) from None
         usage = Usage(prompt_tokens=n_tokens, completion_tokens=0)
         return OptionLogprobs(scores, usage, time.perf_counter() - start, self.id, 0.0)
+
+    async def continuation_logprobs(
+        self, messages: Sequence[Message], reply: str, max_tokens: int
+    ) -> ContinuationLogprobs:
+        """One batched forward pass over the prompt and ``reply`` in a worker thread."""
+        start = time.perf_counter()
+
+        def work() -> tuple[list[float], int]:
+            engine = self.runtime.engine(self._locate())
+            with engine.lock, self.runtime.tracking():
+                prompt = self._prompt_tokens(engine, messages)
+                text = reply.strip() if self._kind == "chat" else " " + reply.strip()
+                cont = engine.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)[:max_tokens]
+                if len(prompt) + len(cont) >= engine.llm.n_ctx():
+                    raise UpstreamError(f"{self.id}: prompt and reply do not fit the context")
+                return continuation_logprobs_of(engine.llm, prompt, cont), len(prompt) + len(cont)
+
+        try:
+            values, n_tokens = await asyncio.get_running_loop().run_in_executor(self.runtime.executor, work)
+        except (ValueError, RuntimeError, OSError) as exc:  # llama.cpp failures, translated at the boundary
+            raise UpstreamError(f"{self.id}: {type(exc).__name__}: {exc}", provider=self.id) from None
+        usage = Usage(prompt_tokens=n_tokens, completion_tokens=0)
+        return ContinuationLogprobs(values, usage, time.perf_counter() - start, self.id, 0.0)
 
     def stream(self, messages: Sequence[Message], params: GenerationParams) -> AsyncIterator[StreamEvent]:
         return self._stream(messages, params, None)

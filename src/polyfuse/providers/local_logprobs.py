@@ -14,7 +14,7 @@ import numpy as np
 
 from .logprobs import Options, logsumexp
 
-__all__ = ["TokenLogprobs", "option_logprobs_of"]
+__all__ = ["TokenLogprobs", "option_logprobs_of", "continuation_logprobs_of"]
 
 
 def _log_softmax_at(logits: Any, ids: Sequence[int]) -> list[float]:
@@ -57,6 +57,51 @@ def option_logprobs_of(llm: Any, tokens: Sequence[int], options: Options) -> dic
     for name, spellings in options.items():
         ids = _first_tokens(llm, spellings)
         out[name] = logsumexp(_log_softmax_at(logits, ids)) if ids else float("-inf")
+    return out
+
+
+def _decode(llm: Any, chunk: Sequence[int], n_past: int, outputs: Sequence[bool]) -> None:
+    """Decode ``chunk`` after ``n_past`` cached tokens, asking logits only where ``outputs`` says."""
+    batch = llm._batch.batch  # noqa: SLF001 - one batch of n_batch slots, reused
+    batch.n_tokens = len(chunk)
+    for i, token in enumerate(chunk):
+        batch.token[i] = token
+        batch.pos[i] = n_past + i
+        batch.seq_id[i][0] = 0
+        batch.n_seq_id[i] = 1
+        batch.logits[i] = outputs[i]
+    llm._ctx.decode(llm._batch)  # noqa: SLF001
+    llm.input_ids[n_past : n_past + len(chunk)] = chunk
+    llm.n_tokens = n_past + len(chunk)
+
+
+def continuation_logprobs_of(llm: Any, prompt: Sequence[int], continuation: Sequence[int]) -> list[float]:
+    """The log-probability of each continuation token after the prompt (and the continuation before it), from
+    one batched forward pass: the logits are read only at the positions that predict the continuation."""
+    if not prompt or not continuation:
+        raise ValueError("nothing to score: an empty prompt or continuation")
+    tokens = [*prompt, *continuation]
+    held = llm._input_ids  # noqa: SLF001
+    shared = 0
+    for a, b in zip(held, tokens, strict=False):
+        if a != b:
+            break
+        shared += 1
+    shared = min(shared, len(prompt) - 1)  # the position predicting the first continuation token is decoded
+    llm._ctx.kv_cache_seq_rm(-1, shared, -1)  # noqa: SLF001
+    llm.n_tokens = shared
+    first_out = len(prompt) - 1  # the position whose logits predict continuation[0]
+    out: list[float] = []
+    n_vocab = llm.n_vocab()
+    last = len(tokens) - 1  # the final token is only predicted, never decoded
+    for start in range(shared, last, llm.n_batch):
+        chunk = tokens[start : min(last, start + llm.n_batch)]
+        wanted = [start + i >= first_out for i in range(len(chunk))]
+        _decode(llm, chunk, start, wanted)
+        for i, want in enumerate(wanted):
+            if want:
+                logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(i), shape=(n_vocab,))  # noqa: SLF001
+                out.append(_log_softmax_at(logits, [tokens[start + i + 1]])[0])
     return out
 
 

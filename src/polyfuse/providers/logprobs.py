@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OptionLogprobs",
+    "ContinuationLogprobs",
     "Options",
     "MeanLogprob",
     "match_top_logprobs",
@@ -59,6 +60,21 @@ class OptionLogprobs:
         """How much of the next-token probability the options hold together (low: the model wanted to say
         something else)."""
         return min(1.0, sum(math.exp(v) for v in self.logprobs.values()))
+
+
+@dataclass(frozen=True)
+class ContinuationLogprobs:
+    """Log-probability of each token of a given reply, and what the forward pass cost."""
+
+    logprobs: list[float]
+    usage: Usage
+    latency: float
+    model: str
+    cost: float | None = 0.0
+
+    @property
+    def mean(self) -> float:
+        return sum(self.logprobs) / len(self.logprobs) if self.logprobs else -math.inf
 
 
 def logsumexp(values: Sequence[float]) -> float:
