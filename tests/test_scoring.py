@@ -119,7 +119,14 @@ async def test_a_judge_without_logprobs_falls_back_to_json_and_says_so(mode):
 def test_every_method_is_known_to_the_request_and_unknown_ones_are_refused():
     from polyfuse.errors import InvalidRequestError
 
-    assert method_names() == ["json", "label", "yesno", "label+yesno"]
+    assert method_names() == ["json", "label", "yesno", "label+yesno", "likelihood", "pmi"]
+    from typing import get_args
+
+    from polyfuse.server.schemas import FusionOptions
+
+    # the server's fusion object offers exactly the methods the engine knows
+    offered = get_args(get_args(FusionOptions.model_fields["judge_method"].annotation)[0])
+    assert list(offered) == method_names()
     with pytest.raises(InvalidRequestError, match="unknown judge method 'vibes'; valid methods: json"):
         req(method="vibes")
 
@@ -165,3 +172,31 @@ async def test_an_http_judge_without_logprobs_falls_back_once_and_remembers():
         assert result.answer in ("Paris", "Lyon") and v.choice == v.labels["A"]
     members = [r for r in up.requests if r["model"] in ("a", "b")]
     assert all(r["logprobs"] is True for r in members)  # members are asked for their confidence
+
+
+def _reader(messages, reply: str) -> float:
+    """Reply log-probabilities of a judge that knows Paris: likely after the question, rare without it; and
+    a generic sentence that is likely anywhere (what raw likelihood falls for, and pmi does not)."""
+    asked = "France" in (messages[-1].content or "")
+    if reply == "Paris":
+        return -0.8 if asked else -9.0
+    if reply.startswith("France is a country"):
+        return -0.5 if asked else -0.7
+    return -3.0 if asked else -4.0
+
+
+@pytest.mark.parametrize("position", [0, 1, 2])
+async def test_pmi_prefers_what_the_question_makes_likely_over_what_is_likely_anywhere(position):
+    texts = ["France is a country in Europe.", "Lyon"]
+    texts.insert(position, "Paris")
+    models = {n: ScriptedModel(n, default=t) for n, t in zip("abc", texts, strict=True)}
+    models["judge"] = ScriptedModel("judge", reply_scores=_reader, scores=prefer("Paris"))
+    raw = await fuse(req(method="likelihood"), scripted_hub(models))
+    assert raw.answer == "France is a country in Europe."  # likely anywhere: raw likelihood falls for it
+    pmi = await fuse(req(method="pmi"), scripted_hub(models))
+    assert pmi.answer == "Paris" and pmi.verdict.choice == f"scripted/{'abc'[position]}"
+    assert pmi.verdict.method == "pmi" and len(pmi.judge_calls) == 6  # with and without the question, each
+    neutral = [m for m in models["judge"].scored if m[0].content == "Answer:"]
+    assert len(neutral) == 3 and all(
+        len(m) == 2 for m in neutral
+    )  # the question-free premise, then the reply

@@ -11,6 +11,10 @@ probabilities in one forward pass per prompt, no text generated.
   per-token probability. The candidates never appear in one prompt, so nothing can be biased by order and a
   candidate cannot address the judge. Needs the prompt's token probabilities (local models; not offered by
   OpenAI-style chat APIs, where it falls back to JSON).
+- ``pmi``: the likelihood, minus the same answer's likelihood after a question-free prompt ("Answer:"): how
+  much the request, rather than fluency or the judge's own habits, makes the answer likely (pointwise mutual
+  information, Holtzman et al. 2021). Generic statements and the judge's own favourite phrasings stop winning
+  by being likely anywhere. Two forward passes per candidate.
 
 Candidates that give the same answer pool their probability (the answer is what is right or wrong, not who
 said it), so the choice is the answer the judge finds most likely, then its most likely wording. The
@@ -195,6 +199,27 @@ class CombinedMethod(ScoringMethod):
         return {m: 0.5 * label[m] + 0.5 * yes[m] / total_yes for m in label}, calls_a + calls_b
 
 
+_NEUTRAL = [Message(role="user", content="Answer:")]  # the question-free premise of the pmi method
+
+
+def _shares(values: dict[str, float]) -> dict[str, float]:
+    """Per-token log-probabilities (or their differences) -> shares in proportion to exp(value)."""
+    top = max(values.values())
+    weights = {m: math.exp(v - top) if math.isfinite(v) else 0.0 for m, v in values.items()}
+    total = sum(weights.values()) or 1.0
+    return {m: w / total for m, w in weights.items()}
+
+
+async def _reply_logprob(
+    judge: ChatModel, messages: Sequence[Message], text: str, calls: list[Completion]
+) -> float:
+    result = await judge.continuation_logprobs(messages, text, _LIKELIHOOD_TOKENS)
+    calls.append(
+        Completion(text="", usage=result.usage, cost=result.cost, model=result.model, latency=result.latency)
+    )
+    return result.mean
+
+
 class LikelihoodMethod(ScoringMethod):
     name = "likelihood"
     description = "the judge's own probability of each answer as its reply (mean token log-probability)"
@@ -202,20 +227,25 @@ class LikelihoodMethod(ScoringMethod):
     async def raw(
         self, judge: ChatModel, request: Sequence[Message], order: Sequence[Candidate], nonce: str
     ) -> tuple[dict[str, float], list[Completion]]:
-        means: dict[str, float] = {}
         calls: list[Completion] = []
-        for cand in order:
-            result = await judge.continuation_logprobs(request, cand.text, _LIKELIHOOD_TOKENS)
-            calls.append(
-                Completion(
-                    text="", usage=result.usage, cost=result.cost, model=result.model, latency=result.latency
-                )
-            )
-            means[cand.member] = result.mean
-        top = max(means.values())
-        weights = {m: math.exp(v - top) if math.isfinite(v) else 0.0 for m, v in means.items()}
-        total = sum(weights.values()) or 1.0
-        return {m: w / total for m, w in weights.items()}, calls
+        means = {c.member: await _reply_logprob(judge, request, c.text, calls) for c in order}
+        return _shares(means), calls
+
+
+class PmiMethod(ScoringMethod):
+    name = "pmi"
+    description = "the likelihood of each answer given the request over its likelihood without it"
+
+    async def raw(
+        self, judge: ChatModel, request: Sequence[Message], order: Sequence[Candidate], nonce: str
+    ) -> tuple[dict[str, float], list[Completion]]:
+        calls: list[Completion] = []
+        pmi = {}
+        for c in order:
+            given = await _reply_logprob(judge, request, c.text, calls)
+            alone = await _reply_logprob(judge, _NEUTRAL, c.text, calls)
+            pmi[c.member] = given - alone
+        return _shares(pmi), calls
 
 
 def _groups(order: Sequence[Candidate]) -> list[list[int]]:
@@ -268,7 +298,7 @@ def register_method(cls: type[ScoringMethod]) -> type[ScoringMethod]:
     return cls
 
 
-for _cls in (LabelMethod, YesNoMethod, CombinedMethod, LikelihoodMethod):
+for _cls in (LabelMethod, YesNoMethod, CombinedMethod, LikelihoodMethod, PmiMethod):
     register_method(_cls)
 
 

@@ -80,7 +80,7 @@ class FusionOptions(_Strict):
         default=None, ge=0, description="USD; refused with 402 when the estimate exceeds it"
     )
     member_timeout: float | None = Field(default=None, gt=0)
-    judge_method: Literal["json", "label", "yesno", "label+yesno", "likelihood"] | None = Field(
+    judge_method: Literal["json", "label", "yesno", "label+yesno", "likelihood", "pmi"] | None = Field(
         default=None,
         description="how the judge chooses: its written JSON verdict, or token probabilities (label, yesno, "
         "both; a judge without log-probabilities falls back to json, said in verdict.method_note)",

@@ -19,14 +19,16 @@ from dataclasses import dataclass, field
 from ..config import Config
 from ..errors import LogprobsUnavailableError, UnknownModelError
 from ..providers.base import ChatModel, Delta, ModelKind, StreamEvent
-from ..providers.logprobs import OptionLogprobs, Options
+from ..providers.logprobs import ContinuationLogprobs, OptionLogprobs, Options
 from ..providers.registry import ProviderHub
 from ..types import Completion, GenerationParams, Message, Usage
 
-__all__ = ["Reply", "ScriptedModel", "scripted_hub", "label_of", "prefer", "OptionScorer"]
+__all__ = ["Reply", "ScriptedModel", "scripted_hub", "label_of", "prefer", "OptionScorer", "ReplyScorer"]
 
 # (judge messages, options) -> each option's log-probability as the next token
 OptionScorer = Callable[[Sequence[Message], Options], dict[str, float]]
+# (messages, reply) -> the mean log-probability per token of the reply after the messages
+ReplyScorer = Callable[[Sequence[Message], str], float]
 
 
 @dataclass
@@ -56,6 +58,7 @@ class ScriptedModel(ChatModel):
     cancelled: int = 0
     finished: int = 0
     scores: OptionScorer | None = None  # set: the model offers log-probabilities (a probability judge)
+    reply_scores: ReplyScorer | None = None  # set: it scores whole replies too (likelihood, pmi)
     logprob: float | None = None  # the mean token log-probability its answers carry
     scored: list[list[Message]] = field(default_factory=list)  # prompts of the forward passes it scored
 
@@ -63,6 +66,18 @@ class ScriptedModel(ChatModel):
         self.id = f"scripted/{self.name}"
         self._queue: list[Reply | str] = list(self.replies)
         self.supports_logprobs = self.scores is not None
+
+    async def continuation_logprobs(
+        self, messages: Sequence[Message], reply: str, max_tokens: int
+    ) -> ContinuationLogprobs:
+        if self.reply_scores is None:
+            raise LogprobsUnavailableError(f"{self.id} offers no prompt log-probabilities", provider=self.id)
+        self.scored.append([*messages, Message(role="assistant", content=reply)])
+        await asyncio.sleep(0)
+        mean = self.reply_scores(messages, reply)
+        n = max(1, len(reply.split()))
+        usage = Usage(prompt_tokens=sum(len((m.content or "").split()) for m in messages) + n)
+        return ContinuationLogprobs([mean] * n, usage, 0.001, self.id, 0.0)
 
     async def option_logprobs(
         self, messages: Sequence[Message], options: Options, params: GenerationParams
