@@ -104,3 +104,22 @@ async def test_written_code_that_fails_the_checks_is_rejected():
         assert result.answer == (good if rejected else written.strip())
         if rejected:
             assert any("fails its checks" in n for n in result.verdict.notes)
+
+
+@pytest.mark.parametrize("right", [0, 2])
+async def test_a_short_chosen_answer_is_not_rewritten_into_a_long_one_that_drops_it(right):
+    rambling = (
+        "L'Étoile, la Cité, le Poulet (The City of Love) is the capital of France, a city of art and song."
+    )
+    texts = [rambling, rambling.replace("France", "Gaul")]
+    texts.insert(right, "Paris")
+    echo = "your final answer to the request, keeping what is correct in the answers and fixing what is wrong"
+    models = models_with(right, echo, texts=texts)
+    result = await fuse(req(), scripted_hub(models))
+    assert result.answer == "Paris" and result.verdict.writer_rejected  # the writer echoed its instructions
+    long_right = (
+        "The capital of France is Paris, on the Seine, which is also where the government of France sits."
+    )
+    models = models_with(right, long_right, texts=texts)
+    result = await fuse(req(), scripted_hub(models))
+    assert result.answer == long_right and not result.verdict.writer_rejected  # said at length, still Paris

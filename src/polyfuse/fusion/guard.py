@@ -1,9 +1,10 @@
 """Writing guarded by choosing: merge and debate must not turn a right short answer wrong.
 
-For a short answer (a number, a letter, a name or a short phrase; a code block that passes its checks) the
-judge's written answer is held against the candidate the judge chose. When it does not agree with it (it
-contradicts every candidate, or sides with one the judge did not choose), the engine returns the chosen
-candidate and records ``writer_rejected`` with what the writer wrote. When the judge chose nothing (its
+When the chosen candidate is a short answer (a number, a letter, a name or a short phrase; a code block that
+passes its checks) the judge's written answer is held against it: it must say the same thing, briefly or at
+length (a long answer must contain the chosen number, letter or name). When it does not (it contradicts every
+candidate, or sides with one the judge did not choose), the engine returns the chosen candidate and records
+``writer_rejected`` with what the writer wrote. When the judge chose nothing (its
 written verdict scored no answer), the written answer only has to agree with some candidate; contradicting
 them all returns the vote's pick. Long-form answers keep the written synthesis: there, differing from every
 candidate is what a synthesis does.
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from ..types import Candidate
 from .agreement import normalize, similarity
 
-__all__ = ["Claim", "claim_of", "agrees", "Judgement", "hold_against"]
+__all__ = ["Claim", "claim_of", "agrees", "states", "Judgement", "hold_against"]
 
 # Past these lengths an answer is prose, and the synthesis stands: a stated letter ("the answer is B") within
 # 40 words, a final number within 25 (a worked sum), a name or short phrase within 12.
@@ -94,14 +95,15 @@ async def hold_against(
             failed = "; ".join(f"{c.name}: {c.detail}" for c in checked.checks if not c.passed)
             return Judgement(False, f"the written code fails its checks ({failed[:200]})")
         return Judgement(True)
-    mine = claim_of(written)
-    theirs = [(c, claim_of(c.text)) for c in ok]
-    if mine is None or any(claim is None for _, claim in theirs):
-        return Judgement(True)  # long-form: a synthesis is meant to differ
+    theirs = [(c, claim) for c in ok if (claim := claim_of(c.text)) is not None]
     chosen_claim = claim_of(chosen.text)
-    if chosen_claim is not None and agrees(mine, chosen_claim):
+    if judged and chosen_claim is None:
+        return Judgement(True)  # the chosen answer is prose: a synthesis is meant to differ from it
+    if not judged and not theirs:
         return Judgement(True)
-    sides = [c.member for c, claim in theirs if claim is not None and agrees(mine, claim)]
+    if judged and chosen_claim is not None and states(written, chosen_claim):
+        return Judgement(True)
+    sides = [c.member for c, claim in theirs if states(written, claim)]
     if sides and not judged:
         return Judgement(True)
     if sides:
@@ -109,3 +111,20 @@ async def hold_against(
             False, f"the written answer sides with {', '.join(sides)}, not the chosen {chosen.member}"
         )
     return Judgement(False, "the written answer contradicts every candidate")
+
+
+def states(written: str, claim: Claim) -> bool:
+    """Whether the written answer says what a short claim says: as a short answer of its own, or, written out
+    at length, by containing it (the letter it names, the number it ends on, the phrase itself)."""
+    mine = claim_of(written)
+    if mine is not None and mine.kind == claim.kind:
+        return agrees(mine, claim)
+    if claim.kind == "letter":
+        said = _LETTER_SAID.search(written) or _LETTER.search(written.strip())
+        return said is not None and said.group(1).upper() == claim.value
+    if claim.kind == "number":
+        numbers = _NUMBER.findall(re.sub(r"(?<=\d),(?=\d{3})", "", written))
+        return bool(numbers) and float(numbers[-1]) == float(claim.value)
+    if mine is not None:
+        return agrees(mine, claim)
+    return f" {normalize(claim.value)} " in f" {normalize(written)} "
