@@ -98,6 +98,9 @@ async def test_judges_and_methods_side_by_side_with_position_bias_and_a_named_re
     assert sharp.judge_tokens_mean > 0 and sharp.tokens_mean > sharp.judge_tokens_mean
     assert r.config["judges"] == ["scripted/sharp", "scripted/lazy"]
     assert r.config["judge_methods"] == ["json", "label"]
+    html = out.html_path.read_text()
+    judges = html[html.index('<table id="judges"') : html.index("</table>", html.index('<table id="judges"'))]
+    assert judges.count("<tr>") == 1 + 4 and "best-of:label@scripted/sharp" in judges  # a header and 4 arms
 
 
 async def test_plain_prompt_answer_items_infer_their_scorer_and_the_report_says_which(tmp_path):
