@@ -240,12 +240,11 @@ class PmiMethod(ScoringMethod):
         self, judge: ChatModel, request: Sequence[Message], order: Sequence[Candidate], nonce: str
     ) -> tuple[dict[str, float], list[Completion]]:
         calls: list[Completion] = []
-        pmi = {}
-        for c in order:
-            given = await _reply_logprob(judge, request, c.text, calls)
-            alone = await _reply_logprob(judge, _NEUTRAL, c.text, calls)
-            pmi[c.member] = given - alone
-        return _shares(pmi), calls
+        # all answers after the request first, then all without it: consecutive passes share their prompt,
+        # which a local judge keeps in its cache (only the answer's tokens are evaluated again)
+        given = {c.member: await _reply_logprob(judge, request, c.text, calls) for c in order}
+        alone = {c.member: await _reply_logprob(judge, _NEUTRAL, c.text, calls) for c in order}
+        return _shares({m: given[m] - alone[m] for m in given}), calls
 
 
 def _groups(order: Sequence[Candidate]) -> list[list[int]]:
