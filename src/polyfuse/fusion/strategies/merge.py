@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from ...types import Candidate, Verdict
 from ..choosing import NoLogprobs, probability_pick
 from ..events import FusionEvent
-from ..guard import hold_against
+from ..guard import Judgement, hold_against
 from ..judge import ParsedVerdict, make_ballot
 from ..scoring import JSON_METHOD
 from . import Outcome, Strategy, register_strategy
@@ -66,7 +66,10 @@ async def synthesize(ctx: FusionContext, candidates: list[Candidate]) -> Outcome
         return outcome
     parsed, chosen, judged = written
     assert parsed.answer is not None
-    judgement = await hold_against(parsed.answer, chosen, candidates, ctx.screen, judged=judged)
+    if ctx.request.params.json_schema is not None:
+        judgement = Judgement(True)  # a JSON value in the client's format: not a short text to compare
+    else:
+        judgement = await hold_against(parsed.answer, chosen, candidates, ctx.screen, judged=judged)
     if judgement.keep_written:
         outcome = Outcome(parsed.answer, parsed.verdict, streamed=parsed.streamed)
     else:
