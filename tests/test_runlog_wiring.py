@@ -16,8 +16,10 @@ from polyfuse.testing import Reply, ScriptedModel
 from polyfuse.testing.upstream import Behaviour, FakeUpstream
 from serverkit import ServeProcess
 
+# long-form: a short written answer that agrees with no candidate would be rejected for the chosen one
+FUSED = "Fused: both members said hello, so here is one hello from the whole pool for you."
 JUDGE = json.dumps(
-    {"scores": {}, "consensus": [], "contradictions": [], "agreement": 0.5, "choice": "A", "answer": "Fused."}
+    {"scores": {}, "consensus": [], "contradictions": [], "agreement": 0.5, "choice": "A", "answer": FUSED}
 )
 
 
@@ -52,7 +54,7 @@ mode = "merge"
         runs = runlog.runs(LogFilter())
     assert len(runs) == 2  # the two fusions; the pass-through call is not a fusion run
     assert {r.source for r in runs} == {"server"}
-    assert all(r.answer == "Fused." and r.mode == "merge" and len(r.candidates) >= 2 for r in runs)
+    assert all(r.answer == FUSED and r.mode == "merge" and len(r.candidates) >= 2 for r in runs)
 
 
 def test_polyfuse_serve_no_log_writes_nothing(tmp_path):
