@@ -174,9 +174,7 @@ async def test_stats_per_model(settings):
     assert a.failure_rate == pytest.approx(1 / 6)
     assert a.cost == pytest.approx(0.001 * 5)
     b = stats[("member", "scripted/b")]
-    # chosen by the judge in best-of, not in the vote; the debate's verdict names the pick its written answer
-    # was held to (another member), so that run counts as one with a choice too
-    assert (b.chosen, b.choice_runs) == (1, 3)
+    assert (b.chosen, b.choice_runs) == (1, 2)  # chosen by the judge in best-of, not in the vote
     assert (stats[("member", "scripted/a")].chosen, stats[("member", "scripted/c")].chosen) == (1, 0)
     judge = stats[("judge", "scripted/judge")]
     assert (judge.runs, judge.calls, judge.chosen_rate) == (2, 2, None)

@@ -51,8 +51,8 @@ async def _write(
     held = next((c for c in ok if c.member == parsed.verdict.choice), None)
     if held is not None:
         return parsed, held, True
-    held = ctx.vote_outcome(ok).chosen or ok[0]  # the written verdict scored no answer: the vote's pick
-    parsed.verdict.choice = held.member
+    # the written verdict scored no answer: the vote's pick stands in (named as the choice only if returned)
+    held = ctx.vote_outcome(ok).chosen or ok[0]
     return parsed, held, False
 
 
@@ -76,6 +76,7 @@ async def synthesize(ctx: FusionContext, candidates: list[Candidate]) -> Outcome
         verdict: Verdict = parsed.verdict
         verdict.writer_rejected = True
         verdict.rejected_answer = parsed.answer
+        verdict.choice = chosen.member  # the answer is now this candidate, verbatim
         verdict.notes.append(f"{judgement.reason}; the chosen candidate was returned")
         if parsed.streamed:
             ctx.emit(FusionEvent("answer_reset", data={"reason": judgement.reason}))
