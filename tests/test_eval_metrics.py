@@ -197,7 +197,7 @@ async def test_fusion_that_pays_is_recommended(tmp_path):
     assert r.arm("self-consistency").correct == 4  # sampling alpha again cannot find what it does not know
 
 
-# long-form (a short answer contradicting every candidate would be rejected for the chosen one)
+# a long answer whose number contradicts every candidate's
 LONG_WRONG = (
     "Having weighed both answers at length and checked each step of the addition twice over, I conclude that "
     "the correct result to report here is zero: 0"
@@ -226,7 +226,10 @@ async def test_debate_oracle_counts_the_final_round(tmp_path):
         out = await evaluate(spec, hub, tmp_path)
     debate = out.report.arm("debate")
     assert out.report.arm("single:scripted/bravo").correct == 0
-    assert (debate.correct, debate.oracle, debate.judge_accuracy, debate.lost) == (0, 1.0, 0.0, 3)
+    # the judge writes a wrong number that no final candidate says: the writer is rejected for the vote's
+    # pick, so the right answers the debate reached are not lost
+    assert (debate.correct, debate.oracle, debate.judge_accuracy, debate.lost) == (3, 1.0, 1.0, 0)
+    assert debate.writer_rejected == 3
     [row] = [r for r in out.results if r.arm == "debate" and r.item == "q1"]
     assert [(c.member, c.correct) for c in row.candidates] == [
         ("scripted/alpha", True),

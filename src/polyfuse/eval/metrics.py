@@ -94,6 +94,7 @@ class ArmMetrics:
     judge_failures: int = 0
     vs_best_single: Paired | None = None
     judge: str | None = None
+    judge_method: str | None = None  # the method configured
     method: str | None = None  # the method the verdicts used (most often), e.g. json after a fallback
     judge_tokens_mean: float | None = None
     position_bias: float | None = None
@@ -143,6 +144,7 @@ def _one(arm: str, rows: list[ArmResult]) -> ArmMetrics:
 
 def _judge_figures(m: ArmMetrics, rows: list[ArmResult]) -> None:
     m.judge = next((r.judge for r in rows if r.judge), None)
+    m.judge_method = next((r.judge_method for r in rows if r.judge_method), None)
     methods = [r.method for r in rows if r.method and r.method != "vote"]
     if methods:
         m.method = max(set(methods), key=methods.count)

@@ -77,8 +77,10 @@ def recommend_judge(metrics: Sequence[ArmMetrics]) -> ArmMetrics | None:
 def _judge_line(m: ArmMetrics) -> str:
     bias = "n/a" if m.position_bias is None else f"{_pct(m.position_bias)} on {m.position_probed} items"
     accuracy = "n/a" if m.judge_accuracy is None else _pct(m.judge_accuracy)
+    method = m.judge_method or m.method or "json"
+    fell_back = f", which fell back to {m.method}" if m.method and m.method != method else ""
     return (
-        f"judge: {m.judge} with method {m.method or 'json'} (judge accuracy {accuracy} when a right answer "
+        f"judge: {m.judge} with method {method}{fell_back} (judge accuracy {accuracy} when a right answer "
         f"existed, position bias {bias}, {m.judge_tokens_mean or 0:.0f} judge tokens/item)"
     )
 
@@ -88,9 +90,8 @@ def recommend(metrics: Sequence[ArmMetrics]) -> Recommendation:
     top = recommend_judge(metrics)
     if top is None:
         return base
-    return Recommendation(
-        f"{base.text}; {_judge_line(top)}", base.arm, base.fusion_pays, top.judge, top.method or "json"
-    )
+    method = top.judge_method or top.method or "json"
+    return Recommendation(f"{base.text}; {_judge_line(top)}", base.arm, base.fusion_pays, top.judge, method)
 
 
 def _recommend(metrics: Sequence[ArmMetrics]) -> Recommendation:

@@ -204,7 +204,7 @@ def render_judge_table(report: EvalReport) -> Table | None:
     if not judged:
         return None
     table = Table(title="judges", box=None, header_style="bold", title_justify="left")
-    for col in ("arm", "judge", "method", "accuracy", "judge acc", "position bias", "brier",
+    for col in ("arm", "judge", "method (used)", "accuracy", "judge acc", "position bias", "brier",
                 "judge tokens/item", "writer rejected"):  # fmt: skip
         table.add_column(col)
     for m in judged:
@@ -212,7 +212,8 @@ def render_judge_table(report: EvalReport) -> Table | None:
         table.add_row(
             m.arm,
             m.judge or "-",
-            m.method or "-",
+            f"{m.judge_method or '-'}"
+            + (f" ({m.method})" if m.method and m.method != m.judge_method else ""),
             _pct(m.accuracy),
             _pct(m.judge_accuracy),
             bias,

@@ -54,7 +54,8 @@ class ArmResult(BaseModel):
     judge_failed: bool = False
     grader_tokens: int = 0
     grader_cost: float = 0.0
-    judge: str | None = None  # the judge configuration of a fusion arm
+    judge: str | None = None  # the judge configuration of a fusion arm: model and method
+    judge_method: str | None = None
     method: str | None = None  # the method the verdict really used (json when a judge had no logprobs)
     judge_tokens: int = 0
     confidence: float | None = None  # the verdict's confidence in its choice (probability methods)

@@ -251,12 +251,16 @@ async def _fusion_result(
     screen: CheckSuite | None = None,
 ) -> ArmResult:
     judge = spec.config.judge if spec and spec.config else None
+    judge_method = spec.config.method if spec and spec.config else None
     if isinstance(outcome, NoSurvivorsError):
-        return await _best_failing_result(item, arm, kind, outcome, scores, screen, judge)
+        result = await _best_failing_result(item, arm, kind, outcome, scores, screen, judge)
+        result.judge_method = judge_method
+        return result
     if not isinstance(outcome, FusionResult):
         return ArmResult(
-            item=item.id, arm=arm, kind=kind, error=str(outcome), detail="no answer", judge=judge
-        )
+            item=item.id, arm=arm, kind=kind, error=str(outcome), detail="no answer", judge=judge,
+            judge_method=judge_method,
+        )  # fmt: skip
     seen = [
         # a candidate the code checks rejected still counts for the oracle: the pool did produce it
         MemberOutcome(
@@ -287,6 +291,7 @@ async def _fusion_result(
         grader_tokens=grader_tokens,
         grader_cost=grader_cost,
         judge=judge,
+        judge_method=judge_method,
         method=outcome.verdict.method,
         judge_tokens=sum(c.usage.total_tokens for c in outcome.judge_calls),
         confidence=outcome.verdict.confidence,
