@@ -200,3 +200,29 @@ async def test_pmi_prefers_what_the_question_makes_likely_over_what_is_likely_an
     assert len(neutral) == 3 and all(
         len(m) == 2 for m in neutral
     )  # the question-free premise, then the reply
+
+
+async def test_a_noisy_judge_still_chooses_the_same_answer_in_either_order():
+    """A judge whose label probabilities are noise (a hash of the prompt): averaged over every rotation, with
+    the same fence code for the same answers, the two presentation orders give the same prompts, so the same
+    choice. A fresh random code per run would make the choice flip with the order about half the time."""
+    import hashlib
+
+    from polyfuse.fusion.choosing import choose_in_order
+
+    def noise(messages, options):
+        text = messages[-1].content or ""
+        return {o: -int(hashlib.sha256((text + o).encode()).hexdigest()[:6], 16) / 2**24 * 4 for o in options}
+
+    for i in range(12):
+        texts = [f"answer {i} one", f"answer {i} two"]
+        models = {n: ScriptedModel(n, default=t) for n, t in zip("ab", texts, strict=True)}
+        judge = ScriptedModel("judge", scores=noise)
+        models["judge"] = judge
+        request = FusionRequest.from_prompt(
+            "Q?", "scripted/a,scripted/b", judge="scripted/judge", judge_method="label"
+        )
+        result = await fuse(request, scripted_hub(models))
+        order = list(result.verdict.labels.values())
+        again = await choose_in_order(request, judge, result.candidates, list(reversed(order)))
+        assert again == result.verdict.choice

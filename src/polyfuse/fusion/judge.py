@@ -8,6 +8,8 @@ instructions. The schema is bounded (one fixed key per label, enums for labels a
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import re
 import secrets
@@ -24,6 +26,7 @@ __all__ = [
     "JudgeKind",
     "Ballot",
     "make_ballot",
+    "fence_nonce",
     "verdict_schema",
     "judge_messages",
     "repair_messages",
@@ -58,7 +61,7 @@ class Ballot:
     @classmethod
     def of(cls, order: Sequence[Candidate]) -> Ballot:
         """Candidates in exactly this order (the position-bias probe presents them reversed)."""
-        return cls(labels={_label(i): c for i, c in enumerate(order)}, nonce=secrets.token_hex(4))
+        return cls(labels={_label(i): c for i, c in enumerate(order)}, nonce=fence_nonce(order))
 
 
 def _label(i: int) -> str:
@@ -69,7 +72,18 @@ def _label(i: int) -> str:
 def make_ballot(candidates: Sequence[Candidate], rng: Any) -> Ballot:
     order = list(candidates)
     rng.shuffle(order)
-    return Ballot(labels={_label(i): c for i, c in enumerate(order)}, nonce=secrets.token_hex(4))
+    return Ballot(labels={_label(i): c for i, c in enumerate(order)}, nonce=fence_nonce(order))
+
+
+_NONCE_KEY = secrets.token_bytes(32)  # per process: nobody outside can compute a nonce
+
+
+def fence_nonce(candidates: Sequence[Candidate]) -> str:
+    """The fence code for a set of candidates: unpredictable (a keyed hash with a per-process secret, so no
+    candidate can contain it), yet the same for the same answers in any order, so presenting them in another
+    order changes nothing but the order (a judge's verdict must not move with a random code)."""
+    texts = "\x00".join(sorted(c.text for c in candidates))
+    return hmac.new(_NONCE_KEY, texts.encode("utf-8", "replace"), hashlib.sha256).hexdigest()[:8]
 
 
 def verdict_schema(
