@@ -78,7 +78,7 @@ MSGS = [Message(role="user", content="What is the capital of France?")]
 
 
 async def test_non_streaming_and_streaming_against_llama_server(llama_server):
-    async with ProviderHub(load_config(data={}), env={}) as hub:
+    async with ProviderHub.from_config(load_config(data={}), env={}) as hub:
         model = hub.model(f"{llama_server}#smollm2")
         c = await model.complete(MSGS, GenerationParams(temperature=0, max_tokens=24))
         events = [e async for e in model.stream(MSGS, GenerationParams(temperature=0, max_tokens=24))]
@@ -103,7 +103,7 @@ async def test_fusion_over_http_on_a_real_server(llama_server, mode):
     )
     request.params.max_tokens = 40
     request.judge_params.max_tokens = 300
-    async with ProviderHub(load_config(data={}), env={}) as hub:
+    async with ProviderHub.from_config(load_config(data={}), env={}) as hub:
         result = await fuse(request, hub)
     assert result.answer.strip()
     assert [c.member for c in result.candidates] == [f"{llama_server}#smollm2#1", f"{llama_server}#smollm2#2"]
@@ -117,7 +117,7 @@ async def test_fusion_over_http_on_a_real_server(llama_server, mode):
 
 
 async def test_raw_prompt_completion_against_llama_server(llama_server):
-    async with ProviderHub(load_config(data={}), env={}) as hub:
+    async with ProviderHub.from_config(load_config(data={}), env={}) as hub:
         model = hub.model(f"{llama_server}#smollm2")
         events = [
             e
@@ -137,7 +137,7 @@ async def test_token_logprobs_over_http_for_judges_and_members(llama_server):
     """The upstream offers logprobs/top_logprobs: the probability judge reads them (detected, remembered), and
     members carry their mean token log-probability."""
     question = [Message(role="user", content="Is Paris the capital of France? Reply yes or no.")]
-    async with ProviderHub(load_config(data={}), env={}) as hub:
+    async with ProviderHub.from_config(load_config(data={}), env={}) as hub:
         model = hub.model(f"{llama_server}#smollm2")
         assert model.supports_logprobs is None  # not known before the first try
         remote = await model.option_logprobs(question, YES_NO, GenerationParams())
@@ -164,7 +164,7 @@ async def test_probability_judge_over_http_on_a_real_server(llama_server):
         judge_method="label",
     )
     request.params.max_tokens = 24
-    async with ProviderHub(load_config(data={}), env={}) as hub:
+    async with ProviderHub.from_config(load_config(data={}), env={}) as hub:
         result = await fuse(request, hub)
     v = result.verdict
     assert v.method == "label" and v.method_note is None and not v.judge_failed

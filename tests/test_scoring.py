@@ -155,7 +155,7 @@ async def test_an_http_judge_without_logprobs_falls_back_once_and_remembers():
     behaviours = {"a": Behaviour(text="Paris"), "b": Behaviour(text="Lyon"), "judge": Behaviour(text=verdict)}
     with FakeUpstream(behaviours) as up:
         config = Config.model_validate({"providers": {"fake": {"base_url": up.base_url, "max_retries": 0}}})
-        async with ProviderHub(config, env={}) as hub:
+        async with ProviderHub.from_config(config, env={}) as hub:
             results = []
             for _ in range(2):
                 request = FusionRequest.from_prompt(

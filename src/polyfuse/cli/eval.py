@@ -43,7 +43,7 @@ def _list(text: str | None) -> list[str]:
 async def _run(spec: EvalSpec, config_path: str | None, out: Path | None, fresh: bool) -> EvalOutput:
     cfg = load_config(config_path)
     err = Console(stderr=True)
-    async with ProviderHub(cfg) as hub:
+    async with ProviderHub.from_config(cfg) as hub:
         for judge in spec.judge_models:  # an id that does not resolve stops here, before any work
             hub.model(judge)
         if not err.is_terminal:
@@ -138,7 +138,8 @@ def eval_command(
         )
     data = load_dataset(dataset, scorer=scorer, limit=limit)
     # The preset resolves like `polyfuse run` would; the prompt is per item, so a placeholder stands in.
-    request = load_config(config_path).build_request(
+    cfg = load_config(config_path)
+    request = cfg.build_request(
         "(per item)", preset=preset, pool=pool, judge=judge, rounds=rounds, max_tokens=max_tokens,
         temperature=temperature, member_timeout=member_timeout,
     )  # fmt: skip
@@ -161,6 +162,7 @@ def eval_command(
         sc_k=sc_k,
         seed=seed,
         concurrency=concurrency,
+        allow_weak_sandbox=cfg.code.allow_weak_sandbox,
     )
     if data.skipped:
         for s in data.skipped:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 
@@ -9,10 +10,21 @@ import click
 
 from ..config import load_config
 from ..errors import ConfigError
+from ..server.protocol import uvicorn_config
 from ..server.settings import CONFIG_ENV, NO_LOG_ENV
 from .runlog import opened_log
 
-__all__ = ["serve", "listening_socket"]
+__all__ = ["serve", "listening_socket", "is_loopback"]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach ``host`` (127.0.0.0/8, ::1, localhost)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -42,6 +54,11 @@ def listening_socket(host: str, port: int) -> socket.socket:
 @click.option("--access-log", is_flag=True, help="Log every request (off by default: it costs throughput).")
 @click.option("--log-level", default="info", show_default=True)
 @click.option("--no-log", is_flag=True, help="Do not record fusions in the run log.")
+@click.option(
+    "--insecure-no-auth",
+    is_flag=True,
+    help="Serve /v1 without server keys on a non-loopback address (anyone who can reach it may use it).",
+)
 def serve(
     host: str,
     port: int,
@@ -50,6 +67,7 @@ def serve(
     access_log: bool,
     log_level: str,
     no_log: bool,
+    insecure_no_auth: bool,
 ) -> None:
     """Serve the OpenAI-compatible API (POST /v1/chat/completions) and the web panel (GET /)."""
     try:
@@ -57,6 +75,11 @@ def serve(
     except ImportError:
         raise ConfigError("polyfuse serve needs the server extra: pip install 'polyfuse[server]'") from None
     cfg = load_config(config_path)  # fail here with one line, before any worker starts
+    if not is_loopback(host) and not cfg.server.keys() and not insecure_no_auth:
+        raise ConfigError(
+            f"refusing to serve on {host} without server keys: set [server] api_keys or POLYFUSE_SERVER_KEYS, "
+            "bind 127.0.0.1, or pass --insecure-no-auth"
+        )
     with opened_log(cfg, no_log) as runlog:  # likewise a log that cannot be opened
         where = runlog.where if runlog is not None else None
     if config_path:
@@ -68,12 +91,12 @@ def serve(
     click.echo(
         f"polyfuse serving on http://{host}:{sock.getsockname()[1]} ({workers} worker(s){logged})", err=True
     )
-    config = uvicorn.Config(
+    config = uvicorn_config(
         "polyfuse.server.app:app_from_env",
+        cfg.server,
         factory=True,
         workers=workers,
         loop="uvloop",
-        http="httptools",
         access_log=access_log,
         log_level=log_level,
         timeout_graceful_shutdown=5,

@@ -29,6 +29,9 @@ _LETTER = re.compile(r"^\W*\(?([A-J])(?:[\).:\]]|\s|$)")
 _LETTER_SAID = re.compile(r"\b(?:answer|option)(?:\s+is)?\s*[:\-]?\s*\(?([A-J])\b", re.I)
 _CODE = re.compile(r"```[^\n]*\n(.*?)(?:```|$)", re.S)
 _SAME_PHRASE = 0.5
+_FUNCTION_WORDS = frozenset(
+    "a an the is are was were be of in on at to for and or but it its this that as by with from".split()
+)
 
 Screen = Callable[[list[Candidate]], Awaitable[list[Candidate]]]
 
@@ -127,4 +130,7 @@ def states(written: str, claim: Claim) -> bool:
         return bool(numbers) and float(numbers[-1]) == float(claim.value)
     if mine is not None:
         return agrees(mine, claim)
-    return f" {normalize(claim.value)} " in f" {normalize(written)} "
+    # at length: every content word of the short answer is in it ("Paris" in "The capital is Paris, ...")
+    content = set(normalize(claim.value).split()) - _FUNCTION_WORDS
+    said = set(normalize(written).split())
+    return content <= said if content else f" {normalize(claim.value)} " in f" {normalize(written)} "

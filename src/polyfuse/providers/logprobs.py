@@ -14,8 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BadUpstreamRequestError, LogprobsUnavailableError, ProviderError, UpstreamError
+from ..errors import BadUpstreamRequestError, LogprobsUnavailableError
 from ..types import Message, Usage
+from .wire import WireCompletion, WireLogprobs, WireTopLogprob
 
 if TYPE_CHECKING:
     from .openai_compat import OpenAICompatModel
@@ -115,36 +116,30 @@ class MeanLogprob:
             self.total += value
             self.count += 1
 
-    def add_openai(self, logprobs: Any) -> None:
-        """``choice.logprobs`` of an OpenAI chat response or chunk: ``{"content": [{"logprob": ...}, ...]}``."""
-        if not isinstance(logprobs, dict):
+    def add_wire(self, logprobs: WireLogprobs | None) -> None:
+        """``choice.logprobs`` of a chat response or chunk, as validated from the wire."""
+        if logprobs is None or not logprobs.content:
             return
-        content = logprobs.get("content")
-        if not isinstance(content, list):
-            return
-        for entry in content[:100_000]:
-            if isinstance(entry, dict) and isinstance(entry.get("logprob"), int | float):
-                self.add(float(entry["logprob"]))
+        for entry in logprobs.content:
+            if entry.logprob is not None:
+                self.add(entry.logprob)
 
     def mean(self) -> float | None:
         return round(self.total / self.count, 6) if self.count else None
 
 
-def _top_from_response(data: Any) -> list[tuple[str, float]]:
-    try:
-        first = data["choices"][0]["logprobs"]["content"][0]
-        entries = first.get("top_logprobs") or [first]
-    except (KeyError, IndexError, TypeError, AttributeError):
-        raise LogprobsUnavailableError("the reply carries no log-probabilities") from None
-    out: list[tuple[str, float]] = []
-    for e in entries[: TOP_LOGPROBS * 5]:
-        if (
-            isinstance(e, dict)
-            and isinstance(e.get("token"), str)
-            and isinstance(e.get("logprob"), int | float)
-        ):
-            out.append((e["token"], float(e["logprob"])))
-    return out
+def _top_from_response(data: WireCompletion) -> list[tuple[str, float]]:
+    choice = data.choices[0] if data.choices else None
+    content = choice.logprobs.content if choice is not None and choice.logprobs is not None else None
+    if not content:
+        raise LogprobsUnavailableError("the reply carries no log-probabilities")
+    first = content[0]
+    entries = first.top_logprobs or [WireTopLogprob(token=first.token, logprob=first.logprob)]
+    return [
+        (e.token, e.logprob)
+        for e in entries[: TOP_LOGPROBS * 5]
+        if e.token is not None and e.logprob is not None
+    ]
 
 
 async def http_option_logprobs(
@@ -168,7 +163,7 @@ async def http_option_logprobs(
     }
     start = time.perf_counter()
     try:
-        data = await model.post_json("/chat/completions", body)
+        data = await model.post_completion(body)
         top = _top_from_response(data)
         result = match_top_logprobs(top, options)
     except BadUpstreamRequestError as exc:
@@ -179,17 +174,12 @@ async def http_option_logprobs(
     except LogprobsUnavailableError as exc:
         model.supports_logprobs = False
         raise LogprobsUnavailableError(f"{model.id}: {exc}", provider=model.id) from exc
-    except ProviderError:
-        raise
-    except (ValueError, TypeError) as exc:  # a body that is not the JSON we asked for
-        raise UpstreamError(f"{model.id}: malformed logprobs reply: {exc}", provider=model.id) from None
     model.supports_logprobs = True
-    raw_usage = data.get("usage") if isinstance(data, dict) else None
+    raw = data.usage
     usage = Usage(
-        prompt_tokens=int((raw_usage or {}).get("prompt_tokens") or 0),
-        completion_tokens=int((raw_usage or {}).get("completion_tokens") or 1),
-        estimated=not raw_usage,
+        prompt_tokens=(raw.prompt_tokens if raw else None) or 0,
+        completion_tokens=(raw.completion_tokens if raw else None) or 1,
+        estimated=raw is None,
     )
-    reported = (raw_usage or {}).get("cost")
-    cost = float(reported) if isinstance(reported, int | float) else model.prices.cost(model.id, usage)
+    cost = raw.cost if raw is not None and raw.cost is not None else model.prices.cost(model.id, usage)
     return OptionLogprobs(result, usage, time.perf_counter() - start, model.id, cost)

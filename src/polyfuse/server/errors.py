@@ -40,6 +40,8 @@ class ApiError(Exception):
 # status, OpenAI error type, code; the most specific class on the MRO wins.
 _STATUS: dict[type[BaseException], tuple[int, str, str]] = {
     pe.UnknownModelError: (404, "invalid_request_error", "model_not_found"),
+    pe.ModelNotAllowedError: (400, "invalid_request_error", "model_not_allowed"),
+    pe.TooManyMembersError: (400, "invalid_request_error", "too_many_members"),
     pe.MissingKeyError: (400, "invalid_request_error", "provider_not_configured"),
     pe.ConfigError: (400, "invalid_request_error", "invalid_value"),
     pe.InvalidRequestError: (400, "invalid_request_error", "invalid_request"),
@@ -50,6 +52,7 @@ _STATUS: dict[type[BaseException], tuple[int, str, str]] = {
     pe.ProviderTimeoutError: (504, "upstream_error", "upstream_timeout"),
     pe.BadUpstreamRequestError: (400, "invalid_request_error", "upstream_rejected_request"),
     pe.ModelNotAvailableError: (503, "upstream_error", "model_not_available"),
+    pe.MalformedResponseError: (502, "upstream_error", "upstream_malformed_response"),
     pe.UpstreamError: (502, "upstream_error", "upstream_error"),
     pe.ProviderError: (502, "upstream_error", "upstream_error"),
     pe.AllMembersFailedError: (502, "upstream_error", "all_members_failed"),
