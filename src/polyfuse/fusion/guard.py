@@ -30,7 +30,33 @@ _LETTER_SAID = re.compile(r"\b(?:answer|option)(?:\s+is)?\s*[:\-]?\s*\(?([A-J])\
 _CODE = re.compile(r"```[^\n]*\n(.*?)(?:```|$)", re.S)
 _SAME_PHRASE = 0.5
 _FUNCTION_WORDS = frozenset(
-    "a an the is are was were be of in on at to for and or but it its this that as by with from".split()
+    [
+        "a",
+        "an",
+        "the",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "of",
+        "in",
+        "on",
+        "at",
+        "to",
+        "for",
+        "and",
+        "or",
+        "but",
+        "it",
+        "its",
+        "this",
+        "that",
+        "as",
+        "by",
+        "with",
+        "from",
+    ]
 )
 
 Screen = Callable[[list[Candidate]], Awaitable[list[Candidate]]]
@@ -132,5 +158,5 @@ def states(written: str, claim: Claim) -> bool:
         return agrees(mine, claim)
     # at length: every content word of the short answer is in it ("Paris" in "The capital is Paris, ...")
     content = set(normalize(claim.value).split()) - _FUNCTION_WORDS
-    said = set(normalize(written).split())
-    return content <= said if content else f" {normalize(claim.value)} " in f" {normalize(written)} "
+    words = set(normalize(written).split())
+    return content <= words if content else f" {normalize(claim.value)} " in f" {normalize(written)} "

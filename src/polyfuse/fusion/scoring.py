@@ -97,6 +97,11 @@ class Scored:
         ]
 
 
+def _canonical(order: Sequence[Candidate]) -> list[Candidate]:
+    """Candidates scored one at a time go in a canonical sequence (by text), not the presentation order."""
+    return sorted(order, key=lambda c: (c.text, c.member))
+
+
 def _call(result: OptionLogprobs) -> Completion:
     return Completion(
         text="", usage=result.usage, cost=result.cost, model=result.model, latency=result.latency
@@ -149,8 +154,11 @@ class LabelMethod(ScoringMethod):
         calls: list[Completion] = []
         labels = [_label(i) for i in range(n)]
         options = {lb: (lb, " " + lb) for lb in labels}
-        for shift in range(n):  # every rotation: each candidate appears once in each position
-            rotated = [order[(i + shift) % n] for i in range(n)]
+        rotations = [[order[(i + shift) % n] for i in range(n)] for shift in range(n)]
+        # every rotation (each candidate once in each position), evaluated in a canonical sequence: the same
+        # passes in the same order whatever the presentation, so a judge's cache cannot tip a near-tie
+        rotations.sort(key=lambda r: [(c.text, c.member) for c in r])
+        for rotated in rotations:
             result = await judge.option_logprobs(self.messages(request, rotated, nonce), options, _PARAMS)
             calls.append(_call(result))
             probs = result.normalized()
@@ -177,7 +185,7 @@ class YesNoMethod(ScoringMethod):
     ) -> tuple[dict[str, float], list[Completion]]:
         yes: dict[str, float] = {}
         calls: list[Completion] = []
-        for cand in order:
+        for cand in _canonical(order):
             result = await judge.option_logprobs(
                 self.messages(request, cand, nonce), {"yes": _YES, "no": _NO}, _PARAMS
             )
@@ -228,7 +236,7 @@ class LikelihoodMethod(ScoringMethod):
         self, judge: ChatModel, request: Sequence[Message], order: Sequence[Candidate], nonce: str
     ) -> tuple[dict[str, float], list[Completion]]:
         calls: list[Completion] = []
-        means = {c.member: await _reply_logprob(judge, request, c.text, calls) for c in order}
+        means = {c.member: await _reply_logprob(judge, request, c.text, calls) for c in _canonical(order)}
         return _shares(means), calls
 
 
@@ -242,8 +250,8 @@ class PmiMethod(ScoringMethod):
         calls: list[Completion] = []
         # all answers after the request first, then all without it: consecutive passes share their prompt,
         # which a local judge keeps in its cache (only the answer's tokens are evaluated again)
-        given = {c.member: await _reply_logprob(judge, request, c.text, calls) for c in order}
-        alone = {c.member: await _reply_logprob(judge, _NEUTRAL, c.text, calls) for c in order}
+        given = {c.member: await _reply_logprob(judge, request, c.text, calls) for c in _canonical(order)}
+        alone = {c.member: await _reply_logprob(judge, _NEUTRAL, c.text, calls) for c in _canonical(order)}
         return _shares({m: given[m] - alone[m] for m in given}), calls
 
 
