@@ -147,7 +147,7 @@ def _exit_2(proc: subprocess.CompletedProcess[str], message: str) -> None:
          "line 2: scorer 'numeric' needs the field 'answer'"),
         (['{"prompt": "x", "tests": "assert True"}'], [], "line 1: no scorer"),
         (['{"prompt": "x", "answer": 1}'], ["--scorer", "numeric", "--judge-methods", "label,vibes"],
-         "unknown --judge-methods vibes; valid: json, label, yesno, label+yesno"),
+         "unknown --judge-methods vibes; valid: json, auto, label, yesno, label+yesno, likelihood, pmi"),
         (['{"prompt": "x", "answer": 1}'], ["--scorer", "numeric", "--judges", "fake/judge,nowhere/x"],
          "unknown provider prefix 'nowhere'"),
         (['{"prompt": "x", "answer": 1}'], ["--scorer", "numeric", "--judges", "local/nope"],

@@ -119,7 +119,7 @@ async def test_a_judge_without_logprobs_falls_back_to_json_and_says_so(mode):
 def test_every_method_is_known_to_the_request_and_unknown_ones_are_refused():
     from polyfuse.errors import InvalidRequestError
 
-    assert method_names() == ["json", "label", "yesno", "label+yesno", "likelihood", "pmi"]
+    assert method_names() == ["json", "auto", "label", "yesno", "label+yesno", "likelihood", "pmi"]
     from typing import get_args
 
     from polyfuse.server.schemas import FusionOptions
@@ -226,3 +226,24 @@ async def test_a_noisy_judge_still_chooses_the_same_answer_in_either_order():
         order = list(result.verdict.labels.values())
         again = await choose_in_order(request, judge, result.candidates, list(reversed(order)))
         assert again == result.verdict.choice
+
+
+async def test_auto_uses_pmi_where_it_can_then_label_then_the_written_verdict():
+    def build(**judge):
+        models = {
+            n: ScriptedModel(n, default=t) for n, t in zip("abc", ["Lyon", "Paris", "Nice"], strict=True)
+        }
+        models["judge"] = ScriptedModel("judge", default=Reply(fn=picker("Paris")), **judge)
+        return models
+
+    request = req(method="auto")
+    assert FusionRequest.model_fields["judge_method"].default == "auto"  # the default method
+    local = await fuse(request, scripted_hub(build(scores=prefer("Paris"), reply_scores=_reader)))
+    assert (local.verdict.method, local.verdict.method_note, local.answer) == ("pmi", None, "Paris")
+    remote = await fuse(request, scripted_hub(build(scores=prefer("Paris"))))  # next-token logprobs only
+    assert remote.verdict.method == "label" and "pmi needs the probabilities" in remote.verdict.method_note
+    assert remote.answer == "Paris"
+    none = await fuse(request, scripted_hub(build()))
+    assert (
+        none.verdict.method == "json" and "offers none" in none.verdict.method_note and none.answer == "Paris"
+    )

@@ -95,6 +95,7 @@ def _scored_verdict(ctx: FusionContext, scored: Scored) -> Verdict:
         labels=scored.labels,
         method=scored.method,
         confidence=scored.confidence,
+        method_note=scored.note,
     )
 
 

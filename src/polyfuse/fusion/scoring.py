@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ..errors import ConfigError
+from ..errors import ConfigError, LogprobsUnavailableError
 from ..providers.base import ChatModel
 from ..providers.logprobs import OptionLogprobs
 from ..types import Candidate, CandidateScore, Completion, GenerationParams, Message
@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 JSON_METHOD = "json"
-DEFAULT_METHOD = "label+yesno"
+DEFAULT_METHOD = "auto"
 _MAX_ANSWER_CHARS = 1500  # per candidate in a scoring prompt: bounds the forward pass
 _SAME_ANSWER = 0.9  # agreement at which two candidates give the same answer (agreement.similarity)
 _LIKELIHOOD_TOKENS = 256  # of each candidate: bounds the forward pass on long answers
@@ -88,6 +88,7 @@ class Scored:
     confidence: float
     labels: dict[str, str]
     calls: list[Completion] = field(default_factory=list)
+    note: str | None = None  # why another method than the one asked for was used
 
     def scores(self) -> list[CandidateScore]:
         by_member = {m: lb for lb, m in self.labels.items()}
@@ -305,7 +306,33 @@ def register_method(cls: type[ScoringMethod]) -> type[ScoringMethod]:
     return cls
 
 
-for _cls in (LabelMethod, YesNoMethod, CombinedMethod, LikelihoodMethod, PmiMethod):
+class AutoMethod(ScoringMethod):
+    """The default: ``pmi`` where the judge gives the probabilities of a whole reply (local models), else
+    ``label`` where it gives the next token's (OpenAI-style ``logprobs``); a judge with neither falls back to
+    the JSON verdict. The verdict names the method used."""
+
+    name = "auto"
+    description = "pmi where the judge offers reply probabilities, else label (next-token probabilities)"
+
+    async def raw(
+        self, judge: ChatModel, request: Sequence[Message], order: Sequence[Candidate], nonce: str
+    ) -> tuple[dict[str, float], list[Completion]]:
+        raise NotImplementedError("auto delegates to pmi or label in score()")
+
+    async def score(
+        self, judge: ChatModel, request: Sequence[Message], order: Sequence[Candidate], nonce: str
+    ) -> Scored:
+        try:
+            return await PmiMethod().score(judge, request, order, nonce)
+        except LogprobsUnavailableError as exc:
+            scored = await LabelMethod().score(judge, request, order, nonce)
+            scored.note = (
+                f"pmi needs the probabilities of a whole reply and {judge.id} offers none ({exc}); label used"
+            )
+            return scored
+
+
+for _cls in (AutoMethod, LabelMethod, YesNoMethod, CombinedMethod, LikelihoodMethod, PmiMethod):
     register_method(_cls)
 
 

@@ -83,10 +83,12 @@ class FusionOptions(_Strict):
         description="USD; refused with 402 when the estimate exceeds it",
     )
     member_timeout: float | None = Field(default=None, gt=0, le=3600, allow_inf_nan=False)
-    judge_method: Literal["json", "label", "yesno", "label+yesno", "likelihood", "pmi"] | None = Field(
-        default=None,
-        description="how the judge chooses: its written JSON verdict, or token probabilities (label, yesno, "
-        "both; a judge without log-probabilities falls back to json, said in verdict.method_note)",
+    judge_method: Literal["json", "auto", "label", "yesno", "label+yesno", "likelihood", "pmi"] | None = (
+        Field(
+            default=None,
+            description="how the judge chooses: its written JSON verdict, or token probabilities (label, yesno, "
+            "both; a judge without log-probabilities falls back to json, said in verdict.method_note)",
+        )
     )
     analysis: bool | None = Field(
         default=None,
