@@ -247,3 +247,85 @@ async def test_auto_uses_pmi_where_it_can_then_label_then_the_written_verdict():
     assert (
         none.verdict.method == "json" and "offers none" in none.verdict.method_note and none.answer == "Paris"
     )
+
+
+def _http_hub(up):
+    from polyfuse.config import Config
+    from polyfuse.providers.registry import ProviderHub
+
+    config = Config.model_validate({"providers": {"fake": {"base_url": up.base_url, "max_retries": 0}}})
+    return ProviderHub.from_config(config, env={})
+
+
+async def test_an_http_judge_with_top_logprobs_is_read_and_a_constant_position_preference_cancels():
+    """A real HTTP upstream whose judge always puts most probability on "A": label reads top_logprobs, and
+    averaged over both orders each answer gets exactly half, so position alone decides nothing."""
+    import json as _json
+
+    from polyfuse.testing.upstream import Behaviour, FakeUpstream
+
+    top = [
+        {"token": " A", "logprob": -0.1},
+        {"token": "B", "logprob": -2.4},
+        {"token": "The", "logprob": -3.0},
+    ]
+    reply = {
+        "model": "judge",
+        "choices": [{"index": 0, "message": {"content": "A"}, "finish_reason": "length",
+                     "logprobs": {"content": [{"token": " A", "logprob": -0.1, "top_logprobs": top}]}}],
+        "usage": {"prompt_tokens": 50, "completion_tokens": 1},
+    }  # fmt: skip
+    behaviours = {
+        "a": Behaviour(text="Paris"),
+        "b": Behaviour(text="Lyon"),
+        "judge": Behaviour(body=_json.dumps(reply).encode()),
+    }
+    with FakeUpstream(behaviours) as up:
+        async with _http_hub(up) as hub:
+            request = FusionRequest.from_prompt(
+                "Capital?", "fake/a,fake/b", judge="fake/judge", judge_method="label"
+            )
+            result = await fuse(request, hub)
+            assert hub.model("fake/judge").supports_logprobs is True
+        asked = [r for r in up.requests if r["model"] == "judge"]
+    v = result.verdict
+    assert v.method == "label" and v.method_note is None and not v.judge_failed
+    assert [s.score for s in v.scores] == [0.5, 0.5] and v.confidence == 0.5
+    assert len(asked) == 2 and all(r["max_tokens"] == 1 and r["top_logprobs"] == 20 for r in asked)
+    assert {
+        r["messages"][0]["content"].index("Paris") < r["messages"][0]["content"].index("Lyon") for r in asked
+    } == {
+        True,
+        False,
+    }  # both orders were presented
+    assert [c.usage.prompt_tokens for c in result.judge_calls] == [50, 50]
+
+
+async def test_an_http_judge_that_refuses_logprobs_by_name_is_remembered_and_falls_back():
+    from polyfuse.testing.upstream import Behaviour, FakeUpstream
+
+    refusal = {
+        "error": {
+            "message": "logprobs is not supported",
+            "param": "logprobs",
+            "code": "unsupported_parameter",
+        }
+    }
+    verdict = (
+        '{"scores": {"A": {"reason": "r", "score": 9}, "B": {"reason": "r", "score": 2}}, "choice": "A"}'
+    )
+    behaviours = {
+        "a": Behaviour(text="Paris"),
+        "b": Behaviour(text="Lyon"),
+        "judge": Behaviour(text=verdict, statuses=[400], error_body=refusal),
+    }
+    with FakeUpstream(behaviours) as up:
+        async with _http_hub(up) as hub:
+            request = FusionRequest.from_prompt(
+                "Capital?", "fake/a,fake/b", judge="fake/judge", judge_method="label"
+            )
+            result = await fuse(request, hub)
+            assert hub.model("fake/judge").supports_logprobs is False
+    v = result.verdict
+    assert v.method == "json" and "refused log-probabilities" in v.method_note and not v.judge_failed
+    assert v.choice == v.labels["A"] and result.answer == {"fake/a": "Paris", "fake/b": "Lyon"}[v.choice]

@@ -138,8 +138,14 @@ def _top_from_response(data: WireCompletion) -> list[tuple[str, float]]:
     return [
         (e.token, e.logprob)
         for e in entries[: TOP_LOGPROBS * 5]
-        if e.token is not None and e.logprob is not None
+        if e.token is not None and e.logprob is not None and math.isfinite(e.logprob) and e.logprob <= 0
     ]
+
+
+def _about_logprobs(exc: BadUpstreamRequestError) -> bool:
+    """The upstream refused the logprobs parameters (named in ``error.param``, or in its message)."""
+    param = (exc.param or "").split(".", 1)[0]
+    return param in ("logprobs", "top_logprobs") or "logprobs" in str(exc).lower()
 
 
 async def http_option_logprobs(
@@ -167,6 +173,8 @@ async def http_option_logprobs(
         top = _top_from_response(data)
         result = match_top_logprobs(top, options)
     except BadUpstreamRequestError as exc:
+        if not _about_logprobs(exc):
+            raise  # refused for another reason (too long, ...): the judge call failed
         model.supports_logprobs = False
         raise LogprobsUnavailableError(
             f"{model.id} refused log-probabilities: {exc}", provider=model.id
