@@ -127,7 +127,8 @@ class TokenLogprobs:
                 self.total += value
                 self.count += 1
         top = float(scores.max())
-        lse = top + float(np.log(np.exp(scores - top, dtype=np.float64).sum()))
+        # float32 throughout: one pass over the vocabulary per token (262k entries for Gemma) must stay cheap
+        lse = top + float(np.log(np.exp(scores - top).sum(dtype=np.float64)))
         self._pending = (np.array(scores, copy=True), lse)
         self._pending_at = len(input_ids)
         return scores
