@@ -174,6 +174,7 @@ async def test_probability_judge_over_http_on_a_real_server(llama_server):
         assert len(result.judge_calls) == 2 and all(
             c.usage.completion_tokens == 1 for c in result.judge_calls
         )
-    top = max(v.scores, key=lambda s: s.score)
-    assert top.score <= 1 and top.member == v.choice and top.score == pytest.approx(v.confidence, abs=1e-3)
+    chosen = next(s for s in v.scores if s.member == v.choice)
+    assert chosen.score == max(s.score for s in v.scores) <= 1  # the choice follows the scores
+    assert chosen.score == pytest.approx(v.confidence, abs=1e-3)
     assert all(c.logprob is not None for c in ok)  # both members' own confidence, over HTTP and in-process

@@ -53,7 +53,7 @@ _FALLBACK: dict[StructuredMode, StructuredMode] = {
     "json_object": "none",
 }
 _ORDER: tuple[StructuredMode, ...] = ("json_schema", "json_object_schema", "json_object", "none")
-_DROPPABLE = frozenset({"temperature", "top_p", "seed", "stop", "stream_options", "logprobs"})
+_DROPPABLE = frozenset({"temperature", "top_p", "seed", "stop", "stream_options", "logprobs", "top_logprobs"})
 # error.code values by which an upstream says a parameter (or its value) is not supported by this model
 _UNSUPPORTED = frozenset({"unsupported_parameter", "unsupported_value", "unknown_parameter"})
 # error.code values that are about something else than a parameter: never a reason to step down
@@ -132,6 +132,8 @@ class OpenAICompatModel(ChatModel):
             value = getattr(params, key)
             if value is not None and key not in attempt.dropped:
                 body[key] = value
+        if body.get("logprobs") and "top_logprobs" not in attempt.dropped:
+            body["top_logprobs"] = 0  # the sampled tokens' own; some servers send none without it
         if params.json_schema is not None and attempt.mode != "none" and prompt is None:
             body["response_format"] = _response_format(attempt.mode, params.json_schema)
         if stream:
