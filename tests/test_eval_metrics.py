@@ -231,9 +231,11 @@ async def test_debate_oracle_counts_the_final_round(tmp_path):
     assert (debate.correct, debate.oracle, debate.judge_accuracy, debate.lost) == (3, 1.0, 1.0, 0)
     assert debate.writer_rejected == 3
     [row] = [r for r in out.results if r.arm == "debate" and r.item == "q1"]
+    # the final round, and bravo's first answer, which its revision dropped (still a candidate to choose)
     assert [(c.member, c.correct) for c in row.candidates] == [
         ("scripted/alpha", True),
         ("scripted/bravo", True),
+        ("scripted/bravo@round0", False),
     ]
 
 

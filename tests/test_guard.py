@@ -123,3 +123,26 @@ async def test_a_short_chosen_answer_is_not_rewritten_into_a_long_one_that_drops
     models = models_with(right, long_right, texts=texts)
     result = await fuse(req(), scripted_hub(models))
     assert result.answer == long_right and not result.verdict.writer_rejected  # said at length, still Paris
+
+
+@pytest.mark.parametrize("right", [0, 1])
+async def test_debate_keeps_a_first_answer_that_revision_talked_its_member_out_of(right):
+    """Both members give in to the wrong answer in round 1; the judge still sees the right first answer."""
+    names = "ab"
+    first = ["Lyon", "Lyon"]
+    first[right] = "Paris"
+    models = {n: ScriptedModel(n, replies=[first[i]], default="Lyon") for i, n in enumerate(names)}
+    models["judge"] = ScriptedModel("judge", default=Reply(text=write_json("Paris")), scores=prefer("Paris"))
+    request = FusionRequest.from_prompt(
+        "Capital of France?", "scripted/a,scripted/b", judge="scripted/judge", mode="debate", rounds=1,
+        judge_method="label",
+    )  # fmt: skip
+    result = await fuse(request, scripted_hub(models))
+    assert [c.text for c in result.rounds[1]] == ["Lyon", "Lyon"]  # the revision went wrong
+    assert result.answer == "Paris" and not result.verdict.writer_rejected
+    assert result.verdict.choice == f"scripted/{names[right]}@round0"
+    assert {c.member for c in result.candidates} == {
+        "scripted/a",
+        "scripted/b",
+        f"scripted/{names[right]}@round0",
+    }
