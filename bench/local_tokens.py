@@ -2,7 +2,9 @@
 
 Both sides load the same GGUF with the same threads and context, render the same prompt tokens, decode greedily
 with the same sampling settings and the same max_tokens, and stream. Runs alternate (direct, polyfuse, direct,
-...) so machine noise hits both alike; the report is the median of each and their ratio.
+...) so machine noise hits both alike; the report is the median of each and their ratio. A third side streams
+through polyfuse asking for token log-probabilities (what fusion members do, for their confidence): its
+ratio is the cost of reading the logits.
 """
 
 from __future__ import annotations
@@ -39,13 +41,14 @@ def direct_run(llm: Llama, tokens: list[int], max_tokens: int, stop: list[str]) 
     return n, time.perf_counter() - start
 
 
-async def polyfuse_run(runtime: LocalRuntime, name: str, max_tokens: int) -> tuple[int, float]:
+async def polyfuse_run(
+    runtime: LocalRuntime, name: str, max_tokens: int, logprobs: bool = False
+) -> tuple[int, float]:
     model = runtime.model(name)
     start = time.perf_counter()
     n = 0
-    async for event in model.stream(
-        [Message(role="user", content=PROMPT)], GenerationParams(temperature=0.0, max_tokens=max_tokens)
-    ):
+    params = GenerationParams(temperature=0.0, max_tokens=max_tokens, logprobs=logprobs or None)
+    async for event in model.stream([Message(role="user", content=PROMPT)], params):
         if hasattr(event, "text") and not hasattr(event, "usage"):
             n += 1
     return n, time.perf_counter() - start
@@ -62,7 +65,7 @@ def bench_model(name: str, runs: int, max_tokens: int) -> dict[str, float | str]
     )
     stop = [] if engine.template else list(BASE_STOPS)  # the same stops polyfuse uses for base models
     direct = Llama(model_path=str(bundled_path(name)), n_ctx=2048, n_threads=threads, verbose=False)
-    direct_tps, pf_tps = [], []
+    direct_tps, pf_tps, lp_tps = [], [], []
     asyncio.run(polyfuse_run(runtime, name, 8))  # warm-up both
     direct_run(direct, tokens, 8, stop)
     for _ in range(runs):
@@ -70,9 +73,18 @@ def bench_model(name: str, runs: int, max_tokens: int) -> dict[str, float | str]
         direct_tps.append(n / t)
         n, t = asyncio.run(polyfuse_run(runtime, name, max_tokens))
         pf_tps.append(n / t)
+        n, t = asyncio.run(polyfuse_run(runtime, name, max_tokens, logprobs=True))
+        lp_tps.append(n / t)
     runtime.close()
-    d, p = statistics.median(direct_tps), statistics.median(pf_tps)
-    return {"model": name, "direct_tokens_per_s": d, "polyfuse_tokens_per_s": p, "ratio": p / d}
+    d, p, lp = statistics.median(direct_tps), statistics.median(pf_tps), statistics.median(lp_tps)
+    return {
+        "model": name,
+        "direct_tokens_per_s": d,
+        "polyfuse_tokens_per_s": p,
+        "ratio": p / d,
+        "logprobs_tokens_per_s": lp,
+        "logprobs_ratio": lp / d,
+    }
 
 
 def main() -> list[dict[str, float | str]]:
@@ -82,10 +94,11 @@ def main() -> list[dict[str, float | str]]:
     args = parser.parse_args()
     results = [bench_model(name, args.runs, args.max_tokens) for name in ("smollm2-135m", "gemma3-270m")]
     print(f"local tokens/s, median of {args.runs} alternating runs, {args.max_tokens} tokens, greedy")
-    print(f"{'model':<14} {'direct':>8} {'polyfuse':>9} {'ratio':>6}")
+    print(f"{'model':<14} {'direct':>8} {'polyfuse':>9} {'ratio':>6} {'+logprobs':>10} {'ratio':>6}")
     for r in results:
         print(
-            f"{r['model']:<14} {r['direct_tokens_per_s']:>8.1f} {r['polyfuse_tokens_per_s']:>9.1f} {r['ratio']:>6.3f}"
+            f"{r['model']:<14} {r['direct_tokens_per_s']:>8.1f} {r['polyfuse_tokens_per_s']:>9.1f} "
+            f"{r['ratio']:>6.3f} {r['logprobs_tokens_per_s']:>10.1f} {r['logprobs_ratio']:>6.3f}"
         )
     return results
 

@@ -78,6 +78,10 @@ def test_models_lists_bundled_prefixes_and_missing_keys():
     assert "local (default)" in out
 
 
+# long-form: a short written answer that agrees with no candidate would be rejected for the chosen one
+MERGED = "Merged greeting: hello from both members of the pool, from A and from B, to you."
+
+
 @pytest.fixture
 def http_project(tmp_path):
     judge = json.dumps(
@@ -87,7 +91,7 @@ def http_project(tmp_path):
             "contradictions": [],
             "agreement": 0.8,
             "choice": "A",
-            "answer": "Merged greeting.",
+            "answer": MERGED,
         }
     )
     with FakeUpstream(
@@ -116,7 +120,7 @@ def test_run_with_a_project_preset_over_http_json(http_project):
     proc = run("run", "Say hello", "--json", cwd=cwd)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
-    assert data["answer"] == "Merged greeting." and data["mode"] == "merge"
+    assert data["answer"] == MERGED and data["mode"] == "merge"
     assert [c["member"] for c in data["candidates"]] == ["fake/a", "fake/b"]
     assert data["cost"] == pytest.approx(0.0035)
     assert data["verdict"]["consensus"] == ["greeting"] and data["verdict"]["agreement"] == 0.8
@@ -138,7 +142,7 @@ def test_run_reads_stdin_and_prints_answer_then_report(http_project):
 def test_stream_prints_the_fused_answer(http_project):
     cwd, _ = http_project
     proc = run("run", "Say hello", "--stream", "-q", cwd=cwd)
-    assert proc.returncode == 0 and proc.stdout.strip() == "Merged greeting."
+    assert proc.returncode == 0 and proc.stdout.strip() == MERGED
 
 
 def test_all_members_failing_exits_1_with_the_reasons(tmp_path):
@@ -153,7 +157,7 @@ def test_live_progress_on_a_terminal(http_project):
     code, out = run_in_pty([*POLYFUSE, "run", "Say hello"], cwd, {**ENV, "COLUMNS": "120", "TERM": "xterm"})
     assert code == 0, out
     assert "member" in out and "status" in out and "latency" in out  # the live table's header
-    assert "fake/a" in out and "Merged greeting." in out and "timings: wall" in out
+    assert "fake/a" in out and MERGED in out and "timings: wall" in out
 
 
 @pytest.mark.local

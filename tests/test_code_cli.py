@@ -80,12 +80,11 @@ def test_complete_on_the_bundled_models_reports_each_candidates_checks(project):
     )
     proc = run("complete", "mathx.py", "--line", "7", "--col", "5", *LOCAL, cwd=project)
     assert "local/smollm2-135m" in proc.stderr and "local/gemma3-270m" in proc.stderr  # each one's checks
-    if proc.returncode == 0:
-        assert "checks:" in proc.stderr
-        assert proc.stdout.strip() and "examples ok (1/1 examples passed)" in proc.stderr
-    else:  # nothing passed: the user is told, with the best failing candidate
-        assert proc.returncode == 1 and "no candidate passed the checks" in proc.stderr
-        assert "best failing candidate" in proc.stderr
+    # a problem the bundled models do solve (SmolLM2 greedily completes "return a + b"): it must be solved,
+    # with the evidence; "no candidate passed" would be a regression here, not an acceptable outcome
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "return a + b"
+    assert "examples ok (1/1 examples passed)" in proc.stderr
 
 
 @pytest.mark.local

@@ -41,7 +41,9 @@ async def test_merge_streams_the_judges_written_answer(pool3):
     assert result.answer == "Paris is the capital of France."
     deltas = [e.text for e in events if e.type == "answer_delta"]
     assert len(deltas) > 1 and "".join(deltas) == result.answer
-    assert result.verdict.choice is None and not result.verdict.judge_failed
+    assert not result.verdict.judge_failed and not result.verdict.writer_rejected
+    # a judge without log-probabilities: the written JSON verdict decides, and the verdict says why
+    assert result.verdict.method == "json" and "offers none" in result.verdict.method_note
 
 
 async def test_debate_runs_n_revision_rounds_then_the_judge_writes(pool3):

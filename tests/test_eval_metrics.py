@@ -160,7 +160,11 @@ async def test_metrics_are_exact_on_known_answers(tmp_path):
     assert len(results) == 10 * 7 and len({(x["item"], x["arm"]) for x in results}) == 70
     assert len([x for x in lines if x["type"] == "round"]) == 10
     # the pool was called once per item: every mode replayed the same first round
-    assert len(models["bravo"].calls) == 10 and len(models["judge"].calls) == 20
+    # the judge: best-of and merge once per item, plus best-of's position probe (the same candidates in the
+    # reverse order) on every item, since the members always gave different answers
+    assert len(models["bravo"].calls) == 10 and len(models["judge"].calls) == 30
+    best_of = r.arm("best-of")
+    assert (best_of.position_probed, best_of.position_bias) == (10, 0.0)  # it chose by content, not place
     assert len(models["alpha"].calls) == 10 + 10 * 3
 
 
@@ -193,6 +197,13 @@ async def test_fusion_that_pays_is_recommended(tmp_path):
     assert r.arm("self-consistency").correct == 4  # sampling alpha again cannot find what it does not know
 
 
+# a long answer whose number contradicts every candidate's
+LONG_WRONG = (
+    "Having weighed both answers at length and checked each step of the addition twice over, I conclude that "
+    "the correct result to report here is zero: 0"
+)
+
+
 async def test_debate_oracle_counts_the_final_round(tmp_path):
     """In a debate the judge sees revised answers: bravo is convinced by alpha in round 1."""
 
@@ -205,7 +216,7 @@ async def test_debate_oracle_counts_the_final_round(tmp_path):
         "alpha": ScriptedModel("alpha", default=Reply(fn=lambda m: f"alpha says {2 * _item(m[:1])}")),
         "bravo": ScriptedModel("bravo", default=Reply(fn=bravo)),
         "judge": ScriptedModel("judge", default=Reply(text=json.dumps(
-            {"scores": {}, "consensus": [], "contradictions": [], "agreement": 0.9, "answer": "wrong: 0"}))),
+            {"scores": {}, "consensus": [], "contradictions": [], "agreement": 0.9, "answer": LONG_WRONG}))),
     }  # fmt: skip
     spec = EvalSpec(
         _dataset(3), parse_pool("scripted/alpha,scripted/bravo"), judge="scripted/judge",
@@ -215,11 +226,16 @@ async def test_debate_oracle_counts_the_final_round(tmp_path):
         out = await evaluate(spec, hub, tmp_path)
     debate = out.report.arm("debate")
     assert out.report.arm("single:scripted/bravo").correct == 0
-    assert (debate.correct, debate.oracle, debate.judge_accuracy, debate.lost) == (0, 1.0, 0.0, 3)
+    # the judge writes a wrong number that no final candidate says: the writer is rejected for the vote's
+    # pick, so the right answers the debate reached are not lost
+    assert (debate.correct, debate.oracle, debate.judge_accuracy, debate.lost) == (3, 1.0, 1.0, 0)
+    assert debate.writer_rejected == 3
     [row] = [r for r in out.results if r.arm == "debate" and r.item == "q1"]
+    # the final round, and bravo's first answer, which its revision dropped (still a candidate to choose)
     assert [(c.member, c.correct) for c in row.candidates] == [
         ("scripted/alpha", True),
         ("scripted/bravo", True),
+        ("scripted/bravo@round0", False),
     ]
 
 

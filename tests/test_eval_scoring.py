@@ -47,7 +47,11 @@ def test_malformed_lines_are_skipped_with_their_line_numbers():
         ('{"prompt": "x", "pattern": "("}', "regex", "has an invalid 'pattern'"),
         ('{"prompt": "x", "answer": "y"}', "code", "needs the field 'tests'"),
         ('{"prompt": "x"}', "rubric", "needs the field 'rubric'"),
-        ('{"prompt": "x", "answer": 1}', None, "line 1: no scorer: give --scorer NAME or a 'scorer' field"),
+        (
+            '{"prompt": "x", "tests": "assert f()"}',
+            None,
+            "line 1: no scorer: give --scorer NAME, a 'scorer' field",
+        ),
     ],
 )
 def test_dataset_mistakes_name_the_line(line, scorer, message):

@@ -59,8 +59,10 @@ def test_parse_tolerates_fences_prose_and_label_spelling():
     ballot = make_ballot(cands("a", "b"), random.Random(0))
     raw = 'Sure!\n```json\n{"scores": {"Answer A": {"score": "7", "reason": "ok"}, "B": 4}, "choice": "Candidate B", "agreement": 2}\n```'
     parsed = parse_verdict(raw, ballot, "choose", "j")
-    assert parsed.choice_label == "B"
-    assert parsed.verdict.choice == ballot.member_of("B")
+    # the stated choice (B) contradicts the scores (A 7, B 4): the choice follows the scores, and says so
+    assert parsed.choice_label == "A"
+    assert parsed.verdict.choice == ballot.member_of("A")
+    assert parsed.verdict.notes == ["the judge named B but scored A highest; the choice follows the scores"]
     assert {s.label: s.score for s in parsed.verdict.scores} == {"A": 7.0, "B": 4.0}
     assert parsed.verdict.agreement == 1.0  # clamped
 

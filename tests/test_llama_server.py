@@ -1,6 +1,7 @@
 """The HTTP provider against a real OpenAI-compatible server: llama-cpp-python's ``llama_cpp.server``,
 started on 127.0.0.1 by the fixture with the bundled SmolLM2 model."""
 
+import math
 import os
 import socket
 import subprocess
@@ -98,13 +99,18 @@ async def test_fusion_over_http_on_a_real_server(llama_server, mode):
         judge=f"{llama_server}#smollm2",
         mode=mode,
         rounds=1,
+        judge_method="json",  # the written verdict: this test is about its structured-output step-down
     )
     request.params.max_tokens = 40
     request.judge_params.max_tokens = 300
     async with ProviderHub.from_config(load_config(data={}), env={}) as hub:
         result = await fuse(request, hub)
     assert result.answer.strip()
-    assert [c.member for c in result.candidates] == [f"{llama_server}#smollm2#1", f"{llama_server}#smollm2#2"]
+    members = [f"{llama_server}#smollm2#1", f"{llama_server}#smollm2#2"]
+    assert [c.member for c in result.candidates][:2] == members
+    # debate also offers the judge the first answers that revision dropped, named <member>@round0
+    extra = [c.member for c in result.candidates][2:]
+    assert not extra or (mode == "debate" and set(extra) <= {m + "@round0" for m in members}), extra
     assert all(c.ok and c.usage.completion_tokens > 0 for c in result.candidates)
     if mode != "vote":
         assert result.judge_calls and result.judge_calls[0].usage.completion_tokens > 0
@@ -126,3 +132,53 @@ async def test_raw_prompt_completion_against_llama_server(llama_server):
     final = events[-1]
     assert final.text.strip() and "\n" not in final.text
     assert "".join(e.text for e in events[:-1]) == final.text
+
+
+YES_NO = {"yes": ["yes", "Yes", " yes", " Yes"], "no": ["no", "No", " no", " No"]}
+
+
+async def test_token_logprobs_over_http_for_judges_and_members(llama_server):
+    """The upstream offers logprobs/top_logprobs: the probability judge reads them (detected, remembered), and
+    members carry their mean token log-probability."""
+    question = [Message(role="user", content="Is Paris the capital of France? Reply yes or no.")]
+    async with ProviderHub.from_config(load_config(data={}), env={}) as hub:
+        model = hub.model(f"{llama_server}#smollm2")
+        assert model.supports_logprobs is None  # not known before the first try
+        remote = await model.option_logprobs(question, YES_NO, GenerationParams())
+        assert model.supports_logprobs is True
+        local = await hub.model("local/smollm2-135m").option_logprobs(question, YES_NO, GenerationParams())
+        member = await model.complete(MSGS, GenerationParams(temperature=0, max_tokens=16, logprobs=True))
+        streamed = [
+            e async for e in model.stream(MSGS, GenerationParams(temperature=0, max_tokens=16, logprobs=True))
+        ]
+    assert all(math.isfinite(v) and v <= 0 for v in remote.logprobs.values())
+    assert remote.usage.completion_tokens == 1 and remote.usage.prompt_tokens > 5
+    # the same GGUF over HTTP and in-process: the same belief about yes and no
+    assert remote.normalized()["yes"] == pytest.approx(local.normalized()["yes"], abs=0.1)
+    assert member.logprob is not None and -20 < member.logprob < 0
+    assert streamed[-1].logprob == pytest.approx(member.logprob, abs=1e-3)  # greedy: the same tokens
+
+
+async def test_probability_judge_over_http_on_a_real_server(llama_server):
+    request = FusionRequest.from_prompt(
+        "What is the capital of France?",
+        f"{llama_server}#smollm2,local/gemma3-270m",
+        judge=f"{llama_server}#smollm2",
+        mode="best-of",
+        judge_method="label",
+    )
+    request.params.max_tokens = 24
+    async with ProviderHub.from_config(load_config(data={}), env={}) as hub:
+        result = await fuse(request, hub)
+    v = result.verdict
+    assert v.method == "label" and v.method_note is None and not v.judge_failed
+    assert 0 < v.confidence <= 1 and v.choice in {c.member for c in result.candidates}
+    ok = [c for c in result.candidates if c.ok]
+    if len(ok) == 2:  # one forward pass per presentation order, one token each
+        assert len(result.judge_calls) == 2 and all(
+            c.usage.completion_tokens == 1 for c in result.judge_calls
+        )
+    chosen = next(s for s in v.scores if s.member == v.choice)
+    assert chosen.score == max(s.score for s in v.scores) <= 1  # the choice follows the scores
+    assert chosen.score == pytest.approx(v.confidence, abs=1e-3)
+    assert all(c.logprob is not None for c in ok)  # both members' own confidence, over HTTP and in-process

@@ -108,7 +108,9 @@ async def test_the_fused_answer_is_served_at_the_same_spot_next_time(tmp_path, u
         assert again.insert_text == "return a + b" and list(again.command.arguments) == list(
             first.command.arguments
         )
-        await until(lambda: len(upstream.requests) == 4 and upstream.active == 0, "the judge's verdict")
+        # 3 members, then the judge twice: its label probabilities (this upstream sends no logprobs), then the
+        # written verdict it falls back to
+        await until(lambda: len(upstream.requests) == 5 and upstream.active == 0, "the judge's verdict")
         fused = (await inline(client, uri)).items[0]
         info = fused.command.arguments[0]
         assert fused.insert_text == "return sum((a, b))" and info["member"].split("#")[-1] in (
@@ -116,7 +118,7 @@ async def test_the_fused_answer_is_served_at_the_same_spot_next_time(tmp_path, u
             "later2",
         )
         assert info["run"] == first.command.arguments[0]["run"]  # the same completion run, refined
-        assert len(upstream.requests) == 4  # 3 members and the judge, once: repeats cost no model call
+        assert len(upstream.requests) == 5  # repeats cost no model call
         run = types.ExecuteCommandParams(command="polyfuse.accepted", arguments=fused.command.arguments)
         assert await client.workspace_execute_command_async(run) is True
     finally:

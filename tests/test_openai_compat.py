@@ -216,6 +216,10 @@ def test_missing_key_names_the_environment_variable():
     assert model.upstream.extra_body == {"usage": {"include": True}}
 
 
+# long-form: a short written answer that agrees with no candidate would be rejected for the chosen one
+MERGED = "Merged hello: one member says hello there, friend, and the other says it is still here, all in one."
+
+
 async def test_fusion_over_http_in_every_mode(upstream):
     import json
 
@@ -227,7 +231,7 @@ async def test_fusion_over_http_in_every_mode(upstream):
                 "contradictions": [],
                 "agreement": 0.7,
                 "choice": "A",
-                "answer": "Merged hello.",
+                "answer": MERGED,
             }
         )
     )
@@ -239,7 +243,7 @@ async def test_fusion_over_http_in_every_mode(upstream):
             result = await fuse(request, hub)
         assert result.answer and all(c.ok for c in result.candidates), mode
         if mode in ("merge", "debate"):
-            assert result.answer == "Merged hello."
+            assert result.answer == MERGED
         if mode == "best-of":
             assert result.answer in ("Hello there, friend.", "still here")
         judge_bodies = [r for r in upstream.requests if r["model"] == "judge"]

@@ -22,8 +22,10 @@ from polyfuse.testing.upstream import Behaviour, FakeUpstream
 from serverkit import ServeProcess
 
 POLYFUSE = [sys.executable, "-m", "polyfuse.cli.main"]
+# long-form: a short written answer that agrees with no candidate would be rejected for the chosen one
+FUSED = "Fused: both members said hello, so here is one hello from the whole pool for you."
 JUDGE = json.dumps(
-    {"scores": {}, "consensus": [], "contradictions": [], "agreement": 0.5, "choice": "A", "answer": "Fused."}
+    {"scores": {}, "consensus": [], "contradictions": [], "agreement": 0.5, "choice": "A", "answer": FUSED}
 )
 
 
@@ -58,7 +60,7 @@ mode = "merge"
         runs = runlog.runs(LogFilter())
     assert len(runs) == 2  # the two fusions; the pass-through call is not a fusion run
     assert {r.source for r in runs} == {"server"}
-    assert all(r.answer == "Fused." and r.mode == "merge" and len(r.candidates) >= 2 for r in runs)
+    assert all(r.answer == FUSED and r.mode == "merge" and len(r.candidates) >= 2 for r in runs)
 
 
 def test_polyfuse_serve_no_log_writes_nothing(tmp_path):
@@ -127,7 +129,7 @@ mode = "merge"
             for i in range(20):
                 stream = i % 2 == 1
                 r = httpx.post(srv.url + "/v1/chat/completions", json={**ask, "stream": stream}, timeout=30)
-                assert r.status_code == 200 and "Fused." in r.text
+                assert r.status_code == 200 and "Fused" in r.text
             assert health() == {"pending": 5, "written": 0, "dropped": 15, "write_errors": 0, "queue_runs": 5}
             lock.execute("ROLLBACK")
             lock.close()

@@ -107,3 +107,20 @@ def test_answer_streams_before_the_run_ends(browser, server):
     states = page.evaluate("window.answerStates")
     assert len([s for s in states if s]) > 1, states
     page.close()
+
+
+def test_the_structured_analysis_and_the_judges_method_reach_the_panel(browser, server):
+    """A real local judge (SmolLM2 under the analysis grammar) writes the analysis; the panel shows it."""
+    page = open_panel(browser, server, 1280, 800)
+    page.fill("#prompt", "Name a colour of the sky.")
+    page.fill("#max-tokens", "12")
+    page.select_option("#mode", "best-of")
+    page.check("#analysis")
+    page.click("#run")
+    expect(page.locator("#status")).to_have_text("done", timeout=240_000)
+    expect(page.locator("#analysis-view")).to_be_visible()
+    for section in ("#consensus", "#analysis-coverage", "#analysis-insights", "#analysis-blind-spots"):
+        assert page.locator(f"{section} li").count() >= 1  # items, or the "—" placeholder
+    method = page.locator("#verdict-method").inner_text()
+    assert "chosen by" in method and "confidence" in method  # the local judge reads token probabilities
+    page.close()

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .code.settings import CodeSettings
 from .errors import ConfigError
 from .fusion.request import FusionRequest
+from .fusion.scoring import method_names
 from .presets import ResolvedPreset, resolve_preset
 from .providers.base import MemberSpec
 from .server.settings import ServerSettings
@@ -89,6 +90,16 @@ class Config(_Strict):
     code: CodeSettings = Field(default_factory=CodeSettings)
     log: LogSettings = Field(default_factory=LogSettings)  # the run log: [log] path/url, store_text
     source: str | None = Field(default=None, exclude=True)  # file it came from, for messages
+
+    @model_validator(mode="after")
+    def _known_judge_methods(self) -> Config:
+        for name, p in self.presets.items():
+            if p.judge_method is not None and p.judge_method not in method_names():
+                raise ValueError(
+                    f"presets.{name}.judge_method: unknown judge method '{p.judge_method}'; "
+                    f"valid: {', '.join(method_names())}"
+                )
+        return self
 
     def all_presets(self) -> dict[str, Preset]:
         return {**BUILTIN_PRESETS, **self.presets}

@@ -26,6 +26,7 @@ __all__ = [
     "BadUpstreamRequestError",
     "MalformedResponseError",
     "ModelNotAvailableError",
+    "LogprobsUnavailableError",
     "FusionError",
     "AllMembersFailedError",
     "NoSurvivorsError",
@@ -145,6 +146,10 @@ class MalformedResponseError(UpstreamError):
 
 class ModelNotAvailableError(ProviderError):
     """A local model file or backend is missing on this machine."""
+
+
+class LogprobsUnavailableError(ProviderError):
+    """The model offers no token log-probabilities (a probability-scoring judge then falls back to JSON)."""
 
 
 class FusionError(PolyfuseError):

@@ -79,7 +79,10 @@ def resolve_preset(
         "min_responses": preset.min_responses,
         "straggler_grace": preset.straggler_grace,
         "skip_judge_on_consensus": preset.skip_judge_on_consensus,
+        "analysis": preset.analysis,
     }
+    if preset.judge_method is not None:
+        limits["judge_method"] = preset.judge_method
     limits.update({k: v for k, v in overrides.items() if v is not None})
     return ResolvedPreset(
         pool=(

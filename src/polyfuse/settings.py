@@ -82,3 +82,7 @@ class Preset(_Strict):
     min_responses: int | None = Field(default=None, ge=1)
     straggler_grace: float | None = Field(default=None, ge=0)
     skip_judge_on_consensus: float | None = Field(default=None, ge=0, le=1)
+    judge_method: str | None = (
+        None  # json | label | yesno | label+yesno | likelihood | pmi (default: the engine's)
+    )
+    analysis: bool = False  # add the structured analysis to every verdict

@@ -18,6 +18,9 @@ __all__ = [
     "Check",
     "Candidate",
     "CandidateScore",
+    "Contradiction",
+    "Coverage",
+    "Analysis",
     "Verdict",
     "FailedModel",
     "FusionResult",
@@ -69,6 +72,7 @@ class GenerationParams(_Strict):
     json_schema: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
+    logprobs: bool | None = None  # ask for token log-probabilities (a Completion's mean ``logprob``)
 
     def merged(self, **overrides: Any) -> GenerationParams:
         """A copy where every non-None override wins."""
@@ -88,6 +92,7 @@ class Completion(_Strict):
     latency: float = 0.0
     ttft: float | None = None
     tool_calls: list[dict[str, Any]] | None = None
+    logprob: float | None = None  # mean log-probability per generated token, where the backend gives them
 
 
 CandidateStatus = Literal["ok", "failed", "timeout", "cut", "cancelled", "rejected"]
@@ -118,6 +123,7 @@ class Candidate(_Strict):
     round: int = 0
     tool_calls: list[dict[str, Any]] | None = None
     checks: list[Check] = Field(default_factory=list)  # filled by a screen; status "rejected" if one failed
+    logprob: float | None = None  # the member's own confidence: mean token log-probability, where available
 
     @property
     def ok(self) -> bool:
@@ -125,25 +131,68 @@ class Candidate(_Strict):
 
 
 class CandidateScore(_Strict):
+    """One candidate's score: 1-10 from a JSON verdict, or the probability (0-1) that it is right from a
+    probability-scoring judge (``Verdict.method`` says which)."""
+
     member: str
     label: str
     score: float
     reason: str = ""
 
 
+class Contradiction(_Strict):
+    """A point the answers disagree on, and each model's stance on it (member id -> stance)."""
+
+    point: str
+    stances: dict[str, str] = Field(default_factory=dict)
+
+
+class Coverage(_Strict):
+    """A point only some models made (member ids)."""
+
+    point: str
+    members: list[str] = Field(default_factory=list)
+
+
+class Analysis(_Strict):
+    """The structured analysis a judge can add to its verdict (asked for with ``analysis=True``)."""
+
+    consensus: list[str] = Field(default_factory=list)
+    contradictions: list[Contradiction] = Field(default_factory=list)
+    partial_coverage: list[Coverage] = Field(default_factory=list)
+    unique_insights: dict[str, list[str]] = Field(default_factory=dict)  # member id -> insights
+    blind_spots: list[str] = Field(default_factory=list)
+
+
 class Verdict(_Strict):
-    """What the judge (or the vote) decided, and why."""
+    """What the judge (or the vote) decided, and why.
+
+    ``method``: how the choice was made: ``json`` (the judge wrote scores), ``label`` (probabilities of the
+    answer labels, averaged over presentation orders), ``yesno`` (each answer's probability of "yes, correct"),
+    ``label+yesno`` (both, averaged), ``vote`` (no judge). ``confidence``: the probability the judge gives the
+    chosen answer (answers that agree with it pooled), for the probability methods. ``method_note``: why the
+    method asked for was not used (e.g. a judge that offers no log-probabilities falls back to JSON).
+    """
 
     judge: str | None = None  # judge model, None when no judge call was made
     scores: list[CandidateScore] = Field(default_factory=list)
     consensus: list[str] = Field(default_factory=list)
     contradictions: list[str] = Field(default_factory=list)
-    choice: str | None = None  # member id chosen (best-of, vote)
+    choice: str | None = (
+        None  # member id chosen (best-of, vote; merge/debate: the pick the answer is held to)
+    )
     agreement: float = 0.0
     judge_failed: bool = False
     failure_reason: str | None = None
     skipped: bool = False  # judge skipped because the pool agreed
     labels: dict[str, str] = Field(default_factory=dict)  # anonymous label -> member id
+    method: str | None = None
+    confidence: float | None = None
+    method_note: str | None = None
+    notes: list[str] = Field(default_factory=list)  # what was repaired to keep the verdict coherent
+    writer_rejected: bool = False  # merge/debate: the written answer contradicted every candidate
+    rejected_answer: str | None = None  # what the writer wrote, when it was rejected
+    analysis: Analysis | None = None
 
 
 class FailedModel(_Strict):

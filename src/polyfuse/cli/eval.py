@@ -14,7 +14,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..config import load_config
 from ..eval import EvalOutput, EvalSpec, builtin_datasets, evaluate, load_dataset, render_table, summary_lines
+from ..eval.errors import EvalError
+from ..eval.report import render_judge_table
 from ..eval.spec import MODE_NAMES
+from ..fusion.scoring import method_names
 from ..providers.registry import ProviderHub
 
 __all__ = ["eval_command"]
@@ -33,10 +36,16 @@ class _LineProgress:
             click.echo(f"progress: {done}/{total} arms scored", err=True)
 
 
+def _list(text: str | None) -> list[str]:
+    return [x.strip() for x in (text or "").split(",") if x.strip()]
+
+
 async def _run(spec: EvalSpec, config_path: str | None, out: Path | None, fresh: bool) -> EvalOutput:
     cfg = load_config(config_path)
     err = Console(stderr=True)
     async with ProviderHub.from_config(cfg) as hub:
+        for judge in spec.judge_models:  # an id that does not resolve stops here, before any work
+            hub.model(judge)
         if not err.is_terminal:
             return await evaluate(spec, hub, out, fresh=fresh, progress=_LineProgress())
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -56,6 +65,14 @@ async def _run(spec: EvalSpec, config_path: str | None, out: Path | None, fresh:
 @click.option("--preset", help="Preset whose pool, judge and limits to start from.")
 @click.option("--pool", help="Comma-separated members, e.g. 'local/smollm2-135m,local/gemma3-270m'.")
 @click.option("--judge", help="Judge model id for best-of, merge and debate.")
+@click.option(
+    "--judges", help="Judge model ids compared side by side (with --judge, if given, as the first)."
+)
+@click.option(
+    "--judge-methods",
+    help=f"How the judges choose, comma-separated, each compared side by side: {', '.join(method_names())} "
+    "(default: the preset's).",
+)
 @click.option("--modes", default=",".join(MODE_NAMES), show_default=True, help="Arms to compare.")
 @click.option("--rounds", type=int, help="Debate rounds.")
 @click.option("--max-tokens", type=int, help="Per member answer.")
@@ -65,6 +82,11 @@ async def _run(spec: EvalSpec, config_path: str | None, out: Path | None, fresh:
 @click.option("--grader", help="Model that grades 'rubric' items (LLM-as-judge); reported as such.")
 @click.option("--sc-k", type=int, help="Samples for self-consistency (default: matched to the fused tokens).")
 @click.option("--no-equal-budget", is_flag=True, help="Skip the self-consistency comparison.")
+@click.option(
+    "--no-code-checks",
+    is_flag=True,
+    help="Do not screen code candidates by the prompt's own examples before the fusion arms choose.",
+)
 @click.option("--concurrency", type=int, default=2, show_default=True, help="Items evaluated at once.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the judges' candidate order.")
 @click.option(
@@ -81,6 +103,8 @@ def eval_command(
     preset: str | None,
     pool: str | None,
     judge: str | None,
+    judges: str | None,
+    judge_methods: str | None,
     modes: str,
     rounds: int | None,
     max_tokens: int | None,
@@ -90,6 +114,7 @@ def eval_command(
     grader: str | None,
     sc_k: int | None,
     no_equal_budget: bool,
+    no_code_checks: bool,
     concurrency: int,
     seed: int,
     out: str | None,
@@ -105,6 +130,12 @@ def eval_command(
         if dataset is None and not list_datasets:
             click.echo("give a DATASET: a JSONL file or one of the names above", err=True)
         return
+    methods = _list(judge_methods)
+    unknown = [m for m in methods if m not in method_names()]
+    if unknown or (judge_methods is not None and not methods):
+        raise EvalError(
+            f"unknown --judge-methods {', '.join(unknown) or '(empty)'}; valid: {', '.join(method_names())}"
+        )
     data = load_dataset(dataset, scorer=scorer, limit=limit)
     # The preset resolves like `polyfuse run` would; the prompt is per item, so a placeholder stands in.
     cfg = load_config(config_path)
@@ -116,6 +147,8 @@ def eval_command(
         dataset=data,
         pool=request.pool,
         judge=request.judge,
+        judges=([judge] if judge and judges else []) + _list(judges),
+        judge_methods=methods or [request.judge_method],
         modes=[m.strip() for m in modes.split(",") if m.strip()],
         rounds=request.rounds,
         params=request.params,
@@ -125,6 +158,7 @@ def eval_command(
         system=system,
         grader=grader,
         equal_budget=not no_equal_budget,
+        code_checks=not no_code_checks,
         sc_k=sc_k,
         seed=seed,
         concurrency=concurrency,
@@ -142,6 +176,9 @@ def eval_command(
     else:
         console = Console(highlight=False) if sys.stdout.isatty() else Console(highlight=False, width=200)
         console.print(render_table(result.report))
+        judge_table = render_judge_table(result.report)
+        if judge_table is not None:
+            console.print(judge_table)
         for line in summary_lines(result.report):
             click.echo(line)  # unwrapped: these lines are read (and grepped) whole
     if result.resumed:

@@ -10,7 +10,7 @@ from rich.live import Live
 from rich.table import Table
 
 from ..fusion.events import FusionEvent
-from ..types import Candidate, FusionResult
+from ..types import Analysis, Candidate, FusionResult, Verdict
 
 __all__ = ["LiveProgress", "LineProgress", "report", "short"]
 
@@ -103,6 +103,48 @@ def _candidate_line(c: Candidate, chosen: str | None) -> str:
     )
 
 
+def _score(v: Verdict, score: float) -> str:
+    return f"{score:g}/10" if v.method in (None, "json") else f"p={score:.2f}"
+
+
+def _analysis(a: Analysis) -> list[str]:
+    lines = ["  analysis:"]
+    lines += [f"    consensus: {short(p, 90)}" for p in a.consensus]
+    for c in a.contradictions:
+        stances = "; ".join(f"{m}: {short(s, 40)}" for m, s in c.stances.items())
+        lines.append(f"    contradiction: {short(c.point, 60)} ({stances})")
+    for cov in a.partial_coverage:
+        lines.append(f"    only {', '.join(cov.members) or '?'}: {short(cov.point, 80)}")
+    for member, points in a.unique_insights.items():
+        lines += [f"    unique to {member}: {short(p, 80)}" for p in points]
+    lines += [f"    blind spot: {short(p, 90)}" for p in a.blind_spots]
+    return lines
+
+
+def _judged(mode: str, v: Verdict) -> list[str]:
+    """The judge's verdict: method and confidence, scores with the reasons that belong to them, repairs."""
+    how = f"by {v.method}" + (f", confidence {v.confidence:.2f}" if v.confidence is not None else "")
+    target = f"chose {v.choice}" if mode == "best-of" else f"wrote the answer (held to {v.choice})"
+    lines = [f"verdict: judge {v.judge} {target} {how}; judge's agreement {v.agreement:.2f}"]
+    if v.method_note:
+        lines.append(f"  note: {v.method_note}")
+    if v.writer_rejected:
+        lines.append(
+            f"  writer rejected: it wrote {short(v.rejected_answer or '', 60)!r}; {v.choice} returned"
+        )
+    for s in sorted(v.scores, key=lambda s: -s.score):
+        lines.append(f"  {s.label}={s.member}: {_score(v, s.score)} {short(s.reason, 80)}".rstrip())
+    lines += [f"  repaired: {n}" for n in v.notes if not n.endswith("the chosen candidate was returned")]
+    if v.analysis is not None:
+        lines += _analysis(v.analysis)
+    else:
+        if v.consensus:
+            lines.append("  consensus: " + "; ".join(short(p, 80) for p in v.consensus))
+        if v.contradictions:
+            lines.append("  contradictions: " + "; ".join(short(p, 80) for p in v.contradictions))
+    return lines
+
+
 def report(result: FusionResult) -> str:
     """Candidates, verdict and timings as plain text."""
     v = result.verdict
@@ -121,14 +163,7 @@ def report(result: FusionResult) -> str:
     elif v.judge is None:
         lines.append(f"verdict: vote chose {v.choice}")
     else:
-        target = f"chose {v.choice}" if v.choice else "wrote the answer"
-        lines.append(f"verdict: judge {v.judge} {target}; judge's agreement {v.agreement:.2f}")
-        for s in sorted(v.scores, key=lambda s: -s.score):
-            lines.append(f"  {s.label}={s.member}: {s.score:g}/10 {short(s.reason, 80)}")
-        if v.consensus:
-            lines.append("  consensus: " + "; ".join(short(p, 80) for p in v.consensus))
-        if v.contradictions:
-            lines.append("  contradictions: " + "; ".join(short(p, 80) for p in v.contradictions))
+        lines += _judged(result.mode, v)
     cost = f"${result.cost:.6f}" + ("" if result.cost_known else " (some prices unknown)")
     lines.append(
         f"timings: wall {result.wall_time:.2f}s, models {result.critical_path:.2f}s, "

@@ -87,6 +87,12 @@ def _fuse(request: FusionRequest, hub: ProviderHub, stream: bool, interactive: b
 @click.option("--skip-judge-on-consensus", type=float, help="Skip the judge when agreement >= this (0-1).")
 @click.option("--max-cost", type=float, help="Refuse to run when the estimated cost (USD) exceeds this.")
 @click.option("--seed", "shuffle_seed", type=int, help="Seed for the judge's candidate order.")
+@click.option(
+    "--judge-method",
+    help="How the judge chooses: json (a written verdict), label, yesno or label+yesno (token probabilities; "
+    "a judge without them falls back to json).",
+)
+@click.option("--analysis", is_flag=True, default=None, help="Add the structured analysis to the verdict.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON.")
 @click.option("--stream", is_flag=True, help="Stream the fused answer as it is written.")
 @click.option("--quiet", "-q", is_flag=True, help="Only the answer, no report.")

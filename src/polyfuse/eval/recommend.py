@@ -2,7 +2,9 @@
 
 A fusion mode (or self-consistency) is recommended only when it beats the best single model on the same items
 with a sign test p < 0.05 on the discordant pairs; otherwise the recommendation is the best single model and
-the line says that fusion does not pay here, with the numbers that show why.
+the line says that fusion does not pay here, with the numbers that show why. It ends by naming the judge and
+method to ship: the best-of judge configuration with the highest judge accuracy (when a right candidate
+existed), then the lowest position bias, then the fewest judge tokens.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 
 from .metrics import ArmMetrics, best_single
 
-__all__ = ["Recommendation", "recommend", "SIGNIFICANCE"]
+__all__ = ["Recommendation", "recommend", "recommend_judge", "SIGNIFICANCE"]
 
 SIGNIFICANCE = 0.05
 
@@ -52,9 +54,47 @@ class Recommendation:
     text: str
     arm: str | None  # the arm to ship
     fusion_pays: bool  # a fusion mode or self-consistency beat the best single model significantly
+    judge: str | None = None  # the judge and method to ship (when judges ran)
+    judge_method: str | None = None
+
+
+def _judge_key(m: ArmMetrics) -> tuple[float, float, float]:
+    return (
+        -(m.judge_accuracy if m.judge_accuracy is not None else -1.0),
+        m.position_bias if m.position_bias is not None else 0.5,
+        m.judge_tokens_mean or 0.0,
+    )
+
+
+def recommend_judge(metrics: Sequence[ArmMetrics]) -> ArmMetrics | None:
+    """The judge configuration to ship, from the best-of arms (any judge arm when best-of did not run)."""
+    judged = [m for m in metrics if m.kind == "fusion" and m.judge is not None]
+    best_of = [m for m in judged if m.arm.split(":")[0] == "best-of"]
+    pool = best_of or judged
+    return min(pool, key=_judge_key) if pool else None
+
+
+def _judge_line(m: ArmMetrics) -> str:
+    bias = "n/a" if m.position_bias is None else f"{_pct(m.position_bias)} on {m.position_probed} items"
+    accuracy = "n/a" if m.judge_accuracy is None else _pct(m.judge_accuracy)
+    method = m.judge_method or m.method or "json"
+    fell_back = f", which fell back to {m.method}" if m.method and m.method != method else ""
+    return (
+        f"judge: {m.judge} with method {method}{fell_back} (judge accuracy {accuracy} when a right answer "
+        f"existed, position bias {bias}, {m.judge_tokens_mean or 0:.0f} judge tokens/item)"
+    )
 
 
 def recommend(metrics: Sequence[ArmMetrics]) -> Recommendation:
+    base = _recommend(metrics)
+    top = recommend_judge(metrics)
+    if top is None:
+        return base
+    method = top.judge_method or top.method or "json"
+    return Recommendation(f"{base.text}; {_judge_line(top)}", base.arm, base.fusion_pays, top.judge, method)
+
+
+def _recommend(metrics: Sequence[ArmMetrics]) -> Recommendation:
     best = best_single(metrics)
     fused = [m for m in metrics if m.kind in ("fusion", "sc")]
     if best is None:

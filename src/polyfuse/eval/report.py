@@ -15,7 +15,7 @@ from .results import ArmResult
 from .runner import SelfConsistencyPlan
 from .spec import SC_ARM, EvalSpec
 
-__all__ = ["EvalReport", "EqualBudget", "build_report", "render_table", "summary_lines"]
+__all__ = ["EvalReport", "EqualBudget", "build_report", "render_table", "render_judge_table", "summary_lines"]
 
 
 @dataclass
@@ -47,6 +47,8 @@ class EvalReport:
     fusion_pays: bool
     complete: bool
     notes: list[str] = field(default_factory=list)
+    recommended_judge: str | None = None
+    recommended_judge_method: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -111,6 +113,16 @@ def build_report(
             f"answers were graded by {spec.grader} against a rubric (LLM-as-judge): its verdicts are a model's "
             "opinion, and its tokens and cost are not counted in the arms'"
         )
+    inferred = dataset.inferred_scorers
+    if inferred:
+        counts: dict[str, int] = {}
+        for name in inferred.values():
+            counts[name] = counts.get(name, 0) + 1
+        listed = ", ".join(f"{name} for {n} item(s)" for name, n in sorted(counts.items()))
+        notes.append(
+            f"scorers inferred per item (no 'scorer' field): {listed}; report.json lists each item's "
+            "(dataset.item_scorers)"
+        )
     if any(m.latency_median is not None for m in metrics) and any(r.kind == "fusion" for r in results):
         notes.append(
             "fusion latency is the critical path (each round's slowest member plus every judge call) at the "
@@ -123,6 +135,8 @@ def build_report(
             "items": len(dataset.items),
             "skipped": [{"line": s.line, "reason": s.reason} for s in dataset.skipped],
             "scorers": dataset.scorers,
+            "item_scorers": {i.id: i.scorer for i in dataset.items},
+            "inferred_scorers": inferred,
         },
         config={k: v for k, v in spec.header().items() if k not in ("dataset", "version")},
         arms=metrics,
@@ -135,6 +149,8 @@ def build_report(
         fusion_pays=advice.fusion_pays,
         complete=len(results) >= expected,
         notes=notes,
+        recommended_judge=advice.judge,
+        recommended_judge_method=advice.judge_method,
     )
 
 
@@ -178,6 +194,32 @@ def render_table(report: EvalReport) -> Table:
             _money(m.cost_per_correct),
             f"{_secs(m.latency_median)}/{_secs(m.latency_p90)}",
             str(m.errors),
+        )
+    return table
+
+
+def render_judge_table(report: EvalReport) -> Table | None:
+    """The judges side by side (arms that used one): how well each judge and method chose."""
+    judged = [m for m in report.arms if m.judge is not None]
+    if not judged:
+        return None
+    table = Table(title="judges", box=None, header_style="bold", title_justify="left")
+    for col in ("arm", "judge", "method (used)", "accuracy", "judge acc", "position bias", "brier",
+                "judge tokens/item", "writer rejected"):  # fmt: skip
+        table.add_column(col)
+    for m in judged:
+        bias = "-" if m.position_bias is None else f"{_pct(m.position_bias)} ({m.position_probed})"
+        table.add_row(
+            m.arm,
+            m.judge or "-",
+            f"{m.judge_method or '-'}"
+            + (f" ({m.method})" if m.method and m.method != m.judge_method else ""),
+            _pct(m.accuracy),
+            _pct(m.judge_accuracy),
+            bias,
+            "-" if m.brier is None else f"{m.brier:.3f}",
+            f"{m.judge_tokens_mean or 0:.0f}",
+            str(m.writer_rejected),
         )
     return table
 

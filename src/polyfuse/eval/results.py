@@ -19,7 +19,7 @@ from .errors import ResultsMismatchError
 
 __all__ = ["ArmKind", "MemberOutcome", "ArmResult", "ResultsFile", "FORMAT_VERSION"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ArmKind = Literal["single", "fusion", "sc"]
 
 
@@ -54,6 +54,15 @@ class ArmResult(BaseModel):
     judge_failed: bool = False
     grader_tokens: int = 0
     grader_cost: float = 0.0
+    judge: str | None = None  # the judge configuration of a fusion arm: model and method
+    judge_method: str | None = None
+    method: str | None = None  # the method the verdict really used (json when a judge had no logprobs)
+    judge_tokens: int = 0
+    confidence: float | None = None  # the verdict's confidence in its choice (probability methods)
+    position_flip: bool | None = (
+        None  # best-of: the choice changed when the order was reversed (None: not probed)
+    )
+    writer_rejected: bool = False
 
     @property
     def oracle(self) -> bool:

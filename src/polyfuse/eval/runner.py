@@ -13,17 +13,21 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from ..errors import AllMembersFailedError, FusionError
+from ..code.checks import CheckSuite, best_failing
+from ..errors import AllMembersFailedError, FusionError, NoSurvivorsError
+from ..fusion.agreement import similarity
+from ..fusion.choosing import choose_in_order
 from ..fusion.engine import fuse
 from ..fusion.request import FusionRequest
 from ..providers.base import MemberSpec, parse_pool
 from ..providers.registry import ProviderHub
 from ..types import Candidate, FusionResult, Message
 from . import replay
+from .checks import code_screen
 from .datasets import EvalItem
 from .results import ArmKind, ArmResult, MemberOutcome, ResultsFile
 from .scorers import Score, ScoringContext, get_scorer
-from .spec import SC_ARM, EvalSpec, single_arm
+from .spec import SC_ARM, EvalSpec, FusionArm, JudgeConfig, single_arm
 
 __all__ = ["Evaluation", "SelfConsistencyPlan", "Progress"]
 
@@ -96,22 +100,52 @@ class Evaluation:
         first = await self._fuse(item, "vote")
         if item.id not in self.results.rounds:
             self.results.add_round(item.id, cache.entries)
-        for arm in self.spec.singles:
-            if arm in todo:
-                self._add(await self._single(item, arm.removeprefix("single:"), first, scores))
-        for mode in self.spec.fusion_modes:
-            if mode in todo:
-                outcome = first if mode == "vote" else await self._fuse(item, mode)
-                self._add(await _fusion_result(item, mode, "fusion", outcome, scores))
+        for single in self.spec.singles:
+            if single in todo:
+                self._add(await self._single(item, single.removeprefix("single:"), first, scores))
+        screen = code_screen(item) if self.spec.code_checks else None
+        for arm in self.spec.fusion_arms:
+            if arm.name in todo:
+                if arm.mode == "vote" and screen is None:
+                    outcome = first
+                else:
+                    outcome = await self._fuse(item, arm.mode, arm.config, screen)
+                result = await _fusion_result(item, arm.name, "fusion", outcome, scores, arm, screen)
+                if arm.mode == "best-of" and isinstance(outcome, FusionResult) and arm.config is not None:
+                    result.position_flip = await self._position_probe(item, outcome, arm.config)
+                self._add(result)
 
-    def _request(self, item: EvalItem, mode: str, pool: list[MemberSpec]) -> FusionRequest:
+    async def _position_probe(
+        self, item: EvalItem, outcome: FusionResult, config: JudgeConfig
+    ) -> bool | None:
+        """Ask the judge again with the candidates in the reverse order: does its choice change? Only when it
+        chose between different answers (a choice among equal answers cannot show a bias)."""
+        v = outcome.verdict
+        ok = [c for c in outcome.candidates if c.ok]
+        if v.skipped or v.judge_failed or v.choice is None or not v.labels or len(ok) < 2:
+            return None
+        if all(similarity(ok[0].text, c.text) >= _SAME for c in ok[1:]):
+            return None
+        request = self._request(item, "best-of", replay.replay_pool(self.spec.pool), config)
+        order = list(reversed(list(v.labels.values())))
+        again = await choose_in_order(request, self.hub.model(config.judge), ok, order)
+        if again is None:
+            return None
+        texts = {c.member: c.text for c in ok}
+        return again != v.choice and similarity(texts[again], texts[v.choice]) < _SAME
+
+    def _request(
+        self, item: EvalItem, mode: str, pool: list[MemberSpec], config: JudgeConfig | None = None
+    ) -> FusionRequest:
         messages = [Message(role="user", content=item.prompt)]
         if self.spec.system:
             messages.insert(0, Message(role="system", content=self.spec.system))
+        judges = self.spec.judge_models
         return FusionRequest(
             messages=messages,
             pool=pool,
-            judge=self.spec.judge,
+            judge=config.judge if config else (judges[0] if judges else None),
+            judge_method=config.method if config else self.spec.judge_methods[0],
             mode=mode,
             rounds=self.spec.rounds,
             params=self.spec.params,
@@ -121,10 +155,12 @@ class Evaluation:
             shuffle_seed=_stable_seed(self.spec.seed, item.id, mode),
         )
 
-    async def _fuse(self, item: EvalItem, mode: str) -> FusionResult | FusionError:
-        request = self._request(item, mode, replay.replay_pool(self.spec.pool))
+    async def _fuse(
+        self, item: EvalItem, mode: str, config: JudgeConfig | None = None, screen: CheckSuite | None = None
+    ) -> FusionResult | FusionError:
+        request = self._request(item, mode, replay.replay_pool(self.spec.pool), config)
         try:
-            return await fuse(request, self.hub)
+            return await fuse(request, self.hub, screen=screen)
         except FusionError as exc:
             return exc
 
@@ -203,13 +239,36 @@ def _member_candidate(first: FusionResult | FusionError, member: str) -> Candida
     return None
 
 
+_SAME = 0.9  # agreement at which two answers are the same answer
+
+
 async def _fusion_result(
-    item: EvalItem, arm: str, kind: ArmKind, outcome: FusionResult | FusionError, scores: _ScoreCache
+    item: EvalItem,
+    arm: str,
+    kind: ArmKind,
+    outcome: FusionResult | FusionError,
+    scores: _ScoreCache,
+    spec: FusionArm | None = None,
+    screen: CheckSuite | None = None,
 ) -> ArmResult:
+    judge = spec.config.judge if spec and spec.config else None
+    judge_method = spec.config.method if spec and spec.config else None
+    if isinstance(outcome, NoSurvivorsError):
+        result = await _best_failing_result(item, arm, kind, outcome, scores, screen, judge)
+        result.judge_method = judge_method
+        return result
     if not isinstance(outcome, FusionResult):
-        return ArmResult(item=item.id, arm=arm, kind=kind, error=str(outcome), detail="no answer")
+        return ArmResult(
+            item=item.id, arm=arm, kind=kind, error=str(outcome), detail="no answer", judge=judge,
+            judge_method=judge_method,
+        )  # fmt: skip
     seen = [
-        MemberOutcome(member=c.member, status=c.status, correct=c.ok and (await scores.get(c.text)).correct)
+        # a candidate the code checks rejected still counts for the oracle: the pool did produce it
+        MemberOutcome(
+            member=c.member,
+            status=c.status,
+            correct=c.status in ("ok", "rejected") and (await scores.get(c.text)).correct,
+        )
         for c in outcome.candidates
     ]
     score = await scores.get(outcome.answer)
@@ -232,6 +291,50 @@ async def _fusion_result(
         judge_failed=outcome.judge_failed,
         grader_tokens=grader_tokens,
         grader_cost=grader_cost,
+        judge=judge,
+        judge_method=judge_method,
+        method=outcome.verdict.method,
+        judge_tokens=sum(c.usage.total_tokens for c in outcome.judge_calls),
+        confidence=outcome.verdict.confidence,
+        writer_rejected=outcome.verdict.writer_rejected,
+    )
+
+
+async def _best_failing_result(
+    item: EvalItem,
+    arm: str,
+    kind: ArmKind,
+    outcome: NoSurvivorsError,
+    scores: _ScoreCache,
+    screen: CheckSuite | None,
+    judge: str | None,
+) -> ArmResult:
+    """No candidate passed the prompt's examples: the answer is the best failing one (what the user sees)."""
+    cands: list[Candidate] = list(outcome.candidates)
+    best = best_failing(cands, screen.scores if screen else None)
+    if best is None:
+        return ArmResult(
+            item=item.id, arm=arm, kind=kind, error=str(outcome), detail="no answer", judge=judge
+        )
+    seen = [
+        MemberOutcome(member=c.member, status=c.status, correct=(await scores.get(c.text)).correct)
+        for c in cands
+    ]
+    score = await scores.get(best.text)
+    return ArmResult(
+        item=item.id,
+        arm=arm,
+        kind=kind,
+        answer=best.text,
+        correct=score.correct,
+        detail=f"no candidate passed the examples; best failing: {score.detail}",
+        tokens=sum(c.usage.total_tokens for c in cands),
+        cost=sum(c.cost or 0.0 for c in cands),
+        cost_known=all(c.cost is not None for c in cands),
+        latency=round(max((c.latency for c in cands), default=0.0), 6),
+        candidates=seen,
+        chosen=best.member,
+        judge=judge,
     )
 
 
@@ -263,7 +366,7 @@ def plan_self_consistency(spec: EvalSpec, results: list[ArmResult]) -> SelfConsi
     member = next(s for s in spec.pool if single_arm(s.id) == best.arm)
     if spec.sc_k is not None:
         return SelfConsistencyPlan(member, spec.sc_k, f"k = {spec.sc_k} as asked")
-    fused = [metrics[m] for m in spec.fusion_modes if m in metrics]
+    fused = [metrics[a.name] for a in spec.fusion_arms if a.name in metrics]
     ref = min(fused, key=lambda m: (-m.accuracy, m.tokens_mean))
     ratio = ref.tokens_mean / best.tokens_mean if best.tokens_mean else 2.0
     k = max(2, min(16, round(ratio)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -74,15 +75,36 @@ class VoteOutcome:
         self.agreement = agreement
 
 
-def vote(texts: Sequence[str]) -> VoteOutcome:
-    """Pick the candidate with the highest mean similarity to the others (ties: the earliest)."""
+def _weights(confidence: Sequence[float | None]) -> list[float]:
+    """Mean token log-probability -> per-token geometric mean probability (0-1]; unknown: the known ones'
+    mean (or 1 when none is known), so a member without log-probabilities is neither favoured nor ignored."""
+    known = [math.exp(max(-50.0, c)) for c in confidence if c is not None and math.isfinite(c)]
+    fill = sum(known) / len(known) if known else 1.0
+    return [math.exp(max(-50.0, c)) if c is not None and math.isfinite(c) else fill for c in confidence]
+
+
+def vote(
+    texts: Sequence[str], confidence: Sequence[float | None] | None = None, *, weighted: bool = False
+) -> VoteOutcome:
+    """Pick the candidate with the highest mean similarity to the others. ``confidence``: each candidate's
+    mean token log-probability (None where unknown); it breaks ties (then the earliest wins), and with
+    ``weighted`` every candidate's agreement counts in proportion to its confidence, its own included."""
     if not texts:
         raise ValueError("vote needs at least one candidate")
     n = len(texts)
     if n == 1:
         return VoteOutcome(0, [1.0], 1.0)
+    conf = list(confidence) if confidence is not None else [None] * n
+    if len(conf) != n:
+        raise ValueError("one confidence per candidate")
+    tiebreak = [c if c is not None and math.isfinite(c) else -math.inf for c in conf]
     m = agreement_matrix(texts)
-    support = [sum(m[i][j] for j in range(n) if j != i) / (n - 1) for i in range(n)]
-    winner = max(range(n), key=lambda i: (support[i], -i))
+    if weighted:
+        w = _weights(conf)
+        total = sum(w)
+        support = [sum(m[i][j] * w[j] for j in range(n)) / total for i in range(n)]
+    else:
+        support = [sum(m[i][j] for j in range(n) if j != i) / (n - 1) for i in range(n)]
+    winner = max(range(n), key=lambda i: (round(support[i], 9), tiebreak[i], -i))
     pairs = [m[i][j] for i in range(n) for j in range(i + 1, n)]
     return VoteOutcome(winner, support, sum(pairs) / len(pairs))

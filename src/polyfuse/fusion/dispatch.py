@@ -85,6 +85,7 @@ async def run_member(
         cost=final.cost if final else (0.0 if status != "ok" else None),
         round=round_no,
         tool_calls=final.tool_calls if final else None,
+        logprob=final.logprob if final and status == "ok" else None,
     )
     emit(
         FusionEvent(

@@ -27,6 +27,7 @@ from .dispatch import Quorum, dispatch
 from .events import EventSink, FusionEvent, null_sink
 from .jsonstream import FieldStreamer
 from .judge import (
+    Ballot,
     JudgeKind,
     ParsedVerdict,
     VerdictParseError,
@@ -76,11 +77,14 @@ class FusionContext:
     ) -> list[Candidate]:
         round_no = len(self.history)
         self.emit(FusionEvent("round_started", round=round_no))
+        params = self.request.params
+        if self.request.member_logprobs:
+            params = params.merged(logprobs=True)  # members' own confidence, where the backend gives it
         cands = await dispatch(
             members if members is not None else self.request.pool,
             self.models,
             messages_for,
-            self.request.params,
+            params,
             timeout=self.request.member_timeout,
             quorum=self.quorum,
             round_no=round_no,
@@ -98,9 +102,11 @@ class FusionContext:
         return cands
 
     def vote_outcome(self, candidates: Sequence[Candidate], *, judge_failed: str | None = None) -> Outcome:
-        """The no-judge answer: the most agreed-with candidate."""
+        """The no-judge answer: the most agreed-with candidate (ties: the most confident member)."""
         ok = [c for c in candidates if c.ok]
-        result = vote([c.text for c in ok])
+        result = vote(
+            [c.text for c in ok], confidence=[c.logprob for c in ok], weighted=self.request.vote_weighted
+        )
         winner = ok[result.winner]
         verdict = Verdict(
             judge=self.request.judge if judge_failed else None,
@@ -108,23 +114,38 @@ class FusionContext:
             agreement=round(result.agreement, 4),
             judge_failed=judge_failed is not None,
             failure_reason=judge_failed,
+            method="vote",
         )
         return Outcome(answer=winner.text, verdict=verdict, tool_calls=winner.tool_calls, chosen=winner)
 
-    async def ask_judge(self, candidates: Sequence[Candidate], kind: JudgeKind) -> ParsedVerdict | str:
-        """One judge call plus at most one repair retry. Returns the parsed verdict, or why the judge failed."""
+    async def ask_judge(
+        self,
+        candidates: Sequence[Candidate],
+        kind: JudgeKind,
+        *,
+        ballot: Ballot | None = None,
+        analysis: bool = False,
+        pick: str | None = None,
+    ) -> ParsedVerdict | str:
+        """One judge call plus at most one repair retry. Returns the parsed verdict, or why the judge failed.
+        ``pick``: the label already chosen from token probabilities (the writer is told; no scores asked)."""
         judge = self.judge
         if judge is None:
             return "no judge model configured"
         ok = [c for c in candidates if c.ok]
-        ballot = make_ballot(ok, self.rng)
+        ballot = ballot or make_ballot(ok, self.rng)
         jp = self.request.judge_params
         answer_chars = max(400, (jp.max_tokens or 1024) * 3)
         # the written answer honours the client's response_format: a JSON value of its schema, not text
         answer_schema = self.request.params.json_schema if kind == "write" else None
-        schema = verdict_schema(list(ballot.labels), kind, answer_chars, answer_schema)
+        labels = list(ballot.labels)
+        schema = verdict_schema(
+            labels, kind, answer_chars, answer_schema, analysis=analysis, scored=pick is None
+        )
         params = jp.merged(json_schema=schema)
-        messages = judge_messages(self.request.messages, ballot, kind, answer_schema)
+        messages = judge_messages(
+            self.request.messages, ballot, kind, answer_schema, analysis=analysis, pick=pick
+        )
         stream_answer = kind == "write" and answer_schema is None
         problem = text = ""
         for attempt in (1, 2):

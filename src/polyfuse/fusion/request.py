@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ..errors import InvalidRequestError
 from ..providers.base import MemberSpec, parse_pool
 from ..types import GenerationParams, Message
+from .scoring import DEFAULT_METHOD, method_names
 
 __all__ = ["FusionRequest", "DEFAULT_JUDGE_MAX_TOKENS"]
 
@@ -21,6 +22,11 @@ class FusionRequest(BaseModel):
     ``min_responses``/``straggler_grace``: once ``min_responses`` members have answered, wait at most
     ``straggler_grace`` seconds for the rest, then cancel them. ``skip_judge_on_consensus``: if the pool's
     agreement is at or above this threshold, return the vote winner without a judge call.
+    ``judge_method``: how the judge chooses (``json``, ``label``, ``yesno``, ``label+yesno``; the probability
+    methods fall back to ``json`` for a judge without log-probabilities). ``analysis``: add the structured
+    analysis (consensus, contradictions with stances, partial coverage, unique insights, blind spots).
+    ``member_logprobs``: ask members for token log-probabilities (their confidence: the vote breaks ties
+    with it, and with ``vote_weighted`` weighs each answer by it).
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
@@ -41,6 +47,10 @@ class FusionRequest(BaseModel):
     skip_judge_on_consensus: float | None = None
     shuffle_seed: int | None = None
     max_cost: float | None = None
+    judge_method: str = DEFAULT_METHOD
+    analysis: bool = False
+    member_logprobs: bool = True
+    vote_weighted: bool = False
 
     @field_validator("messages")
     @classmethod
@@ -68,6 +78,10 @@ class FusionRequest(BaseModel):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise InvalidRequestError(f"{name} must not be negative (got {value})")
+        if self.judge_method not in method_names():
+            raise InvalidRequestError(
+                f"unknown judge method '{self.judge_method}'; valid methods: {', '.join(method_names())}"
+            )
         t = self.skip_judge_on_consensus
         if t is not None and not 0 <= t <= 1:
             raise InvalidRequestError(f"skip_judge_on_consensus must be between 0 and 1 (got {t})")

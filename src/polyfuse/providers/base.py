@@ -6,14 +6,23 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import BadUpstreamRequestError, ConfigError, TooManyMembersError, UpstreamError
+from ..errors import (
+    BadUpstreamRequestError,
+    ConfigError,
+    LogprobsUnavailableError,
+    TooManyMembersError,
+    UpstreamError,
+)
 from ..settings import MAX_MEMBER_COUNT
 from ..types import Completion, GenerationParams, Message
+
+if TYPE_CHECKING:
+    from .logprobs import ContinuationLogprobs, OptionLogprobs, Options
 
 __all__ = [
     "ModelKind",
@@ -43,13 +52,15 @@ class ChatModel(ABC):
 
     ``kind`` is "chat" for instruction-tuned models with a chat template and "base" for plain completion models
     (they get a transcript prompt and stop sequences). ``supports_json_schema`` says whether the backend can
-    constrain decoding to a JSON schema.
+    constrain decoding to a JSON schema. ``supports_logprobs``: whether ``option_logprobs`` works (None: not
+    known until tried, as over HTTP).
     """
 
     id: str
     kind: ModelKind = "chat"
     supports_json_schema: bool = False
     supports_text_completion: bool = False  # ``stream_text``: raw prompt in, continuation out (FIM, prefix)
+    supports_logprobs: bool | None = False
 
     @abstractmethod
     def stream(self, messages: Sequence[Message], params: GenerationParams) -> AsyncIterator[StreamEvent]:
@@ -58,6 +69,20 @@ class ChatModel(ABC):
     def stream_text(self, prompt: str, params: GenerationParams) -> AsyncIterator[StreamEvent]:
         """Continue a raw text prompt (no chat template): fill-in-the-middle and prefix completion."""
         raise BadUpstreamRequestError(f"{self.id} does not support raw text completion")
+
+    async def option_logprobs(
+        self, messages: Sequence[Message], options: Options, params: GenerationParams
+    ) -> OptionLogprobs:
+        """The log-probability of each option (its spellings) as the next token of the reply, from one forward
+        pass. Raises LogprobsUnavailableError when the model offers none."""
+        raise LogprobsUnavailableError(f"{self.id} offers no log-probabilities", provider=self.id)
+
+    async def continuation_logprobs(
+        self, messages: Sequence[Message], reply: str, max_tokens: int
+    ) -> ContinuationLogprobs:
+        """The log-probability of each token of ``reply`` (at most ``max_tokens``) as the model's answer to
+        ``messages``, from one forward pass. Raises LogprobsUnavailableError when the model offers none."""
+        raise LogprobsUnavailableError(f"{self.id} offers no prompt log-probabilities", provider=self.id)
 
     async def complete(self, messages: Sequence[Message], params: GenerationParams) -> Completion:
         final: Completion | None = None

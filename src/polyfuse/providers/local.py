@@ -31,6 +31,8 @@ from typing import Any
 from ..errors import ModelNotAvailableError, ProviderError, UnknownModelError, UpstreamError
 from ..types import Completion, GenerationParams, Message, Usage
 from .base import ChatModel, Delta, ModelKind, StreamEvent
+from .local_logprobs import TokenLogprobs, continuation_logprobs_of, option_logprobs_of
+from .logprobs import ContinuationLogprobs, OptionLogprobs, Options
 
 __all__ = ["LocalRuntime", "LocalModel", "BUNDLED", "bundled_path", "render_base_prompt"]
 
@@ -231,6 +233,7 @@ _END = object()
 class LocalModel(ChatModel):
     supports_json_schema = True
     supports_text_completion = True
+    supports_logprobs = True
 
     def __init__(
         self, model_id: str, runtime: LocalRuntime, locate: Callable[[], Path], kind: ModelKind | None
@@ -268,6 +271,7 @@ class LocalModel(ChatModel):
                 tokens, stops = engine.chat_tokens(messages)
             else:
                 tokens, stops = engine.base_tokens(messages), [] if params.json_schema else list(BASE_STOPS)
+            tracker = TokenLogprobs() if params.logprobs else None
             grammar = None
             if params.json_schema is not None:
                 from llama_cpp import LlamaGrammar  # type: ignore[attr-defined]
@@ -294,6 +298,7 @@ class LocalModel(ChatModel):
                 seed=params.seed,
                 grammar=grammar,
                 stream=True,
+                logits_processor=[tracker] if tracker is not None else None,
             )
             parts: list[str] = []
             finish: str | None = None
@@ -330,8 +335,60 @@ class LocalModel(ChatModel):
                 model=self.id,
                 latency=time.perf_counter() - start,
                 ttft=ttft,
+                logprob=tracker.mean() if tracker is not None else None,
             )
         )
+
+    def _prompt_tokens(self, engine: _Engine, messages: Sequence[Message]) -> list[int]:
+        if self._kind is None:
+            self._kind = "chat" if engine.template else "base"
+        return engine.chat_tokens(messages)[0] if self._kind == "chat" else engine.base_tokens(messages)
+
+    async def option_logprobs(
+        self, messages: Sequence[Message], options: Options, params: GenerationParams
+    ) -> OptionLogprobs:
+        """One forward pass in a worker thread; the options' log-probabilities as the reply's first token."""
+        start = time.perf_counter()
+
+        def work() -> tuple[dict[str, float], int]:
+            engine = self.runtime.engine(self._locate())
+            with engine.lock, self.runtime.tracking():
+                tokens = self._prompt_tokens(engine, messages)
+                if len(tokens) >= engine.llm.n_ctx():
+                    raise UpstreamError(
+                        f"{self.id}: prompt of {len(tokens)} tokens does not fit the context of {engine.llm.n_ctx()}"
+                    )
+                return option_logprobs_of(engine.llm, tokens, options), len(tokens)
+
+        try:
+            scores, n_tokens = await asyncio.get_running_loop().run_in_executor(self.runtime.executor, work)
+        except (ValueError, RuntimeError, OSError) as exc:  # llama.cpp failures, translated at the boundary
+            raise UpstreamError(f"{self.id}: {type(exc).__name__}: {exc}", provider=self.id) from None
+        usage = Usage(prompt_tokens=n_tokens, completion_tokens=0)
+        return OptionLogprobs(scores, usage, time.perf_counter() - start, self.id, 0.0)
+
+    async def continuation_logprobs(
+        self, messages: Sequence[Message], reply: str, max_tokens: int
+    ) -> ContinuationLogprobs:
+        """One batched forward pass over the prompt and ``reply`` in a worker thread."""
+        start = time.perf_counter()
+
+        def work() -> tuple[list[float], int]:
+            engine = self.runtime.engine(self._locate())
+            with engine.lock, self.runtime.tracking():
+                prompt = self._prompt_tokens(engine, messages)
+                text = reply.strip() if self._kind == "chat" else " " + reply.strip()
+                cont = engine.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)[:max_tokens]
+                if len(prompt) + len(cont) >= engine.llm.n_ctx():
+                    raise UpstreamError(f"{self.id}: prompt and reply do not fit the context")
+                return continuation_logprobs_of(engine.llm, prompt, cont), len(prompt) + len(cont)
+
+        try:
+            values, n_tokens = await asyncio.get_running_loop().run_in_executor(self.runtime.executor, work)
+        except (ValueError, RuntimeError, OSError) as exc:  # llama.cpp failures, translated at the boundary
+            raise UpstreamError(f"{self.id}: {type(exc).__name__}: {exc}", provider=self.id) from None
+        usage = Usage(prompt_tokens=n_tokens, completion_tokens=0)
+        return ContinuationLogprobs(values, usage, time.perf_counter() - start, self.id, 0.0)
 
     def stream(self, messages: Sequence[Message], params: GenerationParams) -> AsyncIterator[StreamEvent]:
         return self._stream(messages, params, None)

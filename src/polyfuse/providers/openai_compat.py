@@ -19,6 +19,7 @@ from typing import Any
 from ..errors import BadUpstreamRequestError, MalformedResponseError, ProviderError, UpstreamError
 from ..types import Completion, GenerationParams, Message, Usage
 from .base import ChatModel, Delta, StreamEvent
+from .logprobs import MeanLogprob, OptionLogprobs, Options, http_option_logprobs
 from .pricing import PriceTable, estimate_tokens
 from .sse import MAX_LINE, iter_lines, iter_sse_data
 from .upstream import (
@@ -32,6 +33,8 @@ from .upstream import (
     transport_error,
 )
 from .wire import (
+    WireCompletion,
+    WireLogprobs,
     WireToolCallDelta,
     WireUsage,
     error_from_status,
@@ -50,7 +53,7 @@ _FALLBACK: dict[StructuredMode, StructuredMode] = {
     "json_object": "none",
 }
 _ORDER: tuple[StructuredMode, ...] = ("json_schema", "json_object_schema", "json_object", "none")
-_DROPPABLE = frozenset({"temperature", "top_p", "seed", "stop", "stream_options"})
+_DROPPABLE = frozenset({"temperature", "top_p", "seed", "stop", "stream_options", "logprobs", "top_logprobs"})
 # error.code values by which an upstream says a parameter (or its value) is not supported by this model
 _UNSUPPORTED = frozenset({"unsupported_parameter", "unsupported_value", "unknown_parameter"})
 # error.code values that are about something else than a parameter: never a reason to step down
@@ -107,6 +110,7 @@ class OpenAICompatModel(ChatModel):
         self.structured: StructuredMode = upstream.structured
         self.dropped: frozenset[str] = frozenset()
         self.supports_json_schema = self.structured != "none"
+        self.supports_logprobs: bool | None = None  # learned on the first probability-scoring call
 
     # -- request building -------------------------------------------------------------------------------------
     def _body(
@@ -124,10 +128,12 @@ class OpenAICompatModel(ChatModel):
         else:
             body["prompt"] = prompt
         keys = ("temperature", "max_tokens", "top_p", "stop", "seed")
-        for key in keys if prompt is not None else (*keys, "tools", "tool_choice"):
+        for key in keys if prompt is not None else (*keys, "tools", "tool_choice", "logprobs"):
             value = getattr(params, key)
             if value is not None and key not in attempt.dropped:
                 body[key] = value
+        if body.get("logprobs") and "top_logprobs" not in attempt.dropped:
+            body["top_logprobs"] = 0  # the sampled tokens' own; some servers send none without it
         if params.json_schema is not None and attempt.mode != "none" and prompt is None:
             body["response_format"] = _response_format(attempt.mode, params.json_schema)
         if stream:
@@ -208,6 +214,7 @@ class OpenAICompatModel(ChatModel):
             latency=latency,
             ttft=latency,
             tool_calls=(message.tool_calls if message else None) or None,
+            logprob=_mean_logprob(choice.logprobs),
         )
 
     @staticmethod
@@ -225,12 +232,15 @@ class OpenAICompatModel(ChatModel):
         attempt: _Attempt,
         remaining: float | None,
     ) -> bytes:
+        return await self._post_body(
+            "/chat/completions", self._body(messages, params, False, attempt), remaining
+        )
+
+    async def _post_body(self, path: str, body: dict[str, Any], remaining: float | None) -> bytes:
         up = self.upstream
         try:
             with up.using():
-                async with up.post(
-                    "/chat/completions", self._body(messages, params, False, attempt), remaining
-                ) as r:
+                async with up.post(path, body, remaining) as r:
                     raw = await read_capped(r, up.max_response_bytes, self.id)
                     if r.status >= 400:
                         raise error_from_status(r.status, raw, self.id, retry_after(r.headers))
@@ -325,6 +335,7 @@ class OpenAICompatModel(ChatModel):
             delta = choice.delta
             if delta is not None and delta.tool_calls:
                 state.tools.add(delta.tool_calls)
+            state.logprobs.add_wire(choice.logprobs)
             text = choice.text if raw_prompt else (delta.content if delta is not None else None)
             if text:
                 added.append(text)
@@ -357,7 +368,31 @@ class OpenAICompatModel(ChatModel):
             latency=time.perf_counter() - start,
             ttft=state.ttft,
             tool_calls=tool_calls,
+            logprob=state.logprobs.mean(),
         )
+
+    # -- probability scoring (providers/logprobs.py) ----------------------------------------------------------
+    async def option_logprobs(
+        self, messages: Sequence[Message], options: Options, params: GenerationParams
+    ) -> OptionLogprobs:
+        return await http_option_logprobs(self, messages, options)
+
+    async def post_completion(self, body: dict[str, Any]) -> WireCompletion:
+        """POST a ready-made chat completions body (probability scoring), retried like any call."""
+        retry = self.upstream.retry.start()
+        while True:
+            try:
+                raw = await self._post_body("/chat/completions", body, retry.remaining())
+                break
+            except ProviderError as exc:
+                await retry.backoff(exc)
+        return parse_completion(raw, self.id)
+
+
+def _mean_logprob(logprobs: WireLogprobs | None) -> float | None:
+    acc = MeanLogprob()
+    acc.add_wire(logprobs)
+    return acc.mean()
 
 
 class _StreamState:
@@ -372,6 +407,7 @@ class _StreamState:
         self.answered_by: str | None = None
         self.ttft: float | None = None
         self.events = 0
+        self.logprobs = MeanLogprob()  # the members' confidence, where the upstream sends logprobs
 
 
 def _response_format(mode: StructuredMode, schema: dict[str, Any]) -> dict[str, Any]:

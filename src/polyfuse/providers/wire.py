@@ -26,6 +26,7 @@ from ..errors import (
 
 __all__ = [
     "WireUsage",
+    "WireLogprobs",
     "WireToolCallDelta",
     "WireCompletion",
     "WireChunk",
@@ -67,6 +68,23 @@ class WireToolCallDelta(_Wire):
     function: WireFunction | None = None
 
 
+class WireTopLogprob(_Wire):
+    token: str | None = None
+    logprob: float | None = None
+
+
+class WireTokenLogprob(_Wire):
+    token: str | None = None
+    logprob: float | None = None
+    top_logprobs: list[WireTopLogprob] | None = None
+
+
+class WireLogprobs(_Wire):
+    """``choice.logprobs`` of a chat completion or chunk (asked for with ``logprobs``/``top_logprobs``)."""
+
+    content: list[WireTokenLogprob] | None = None
+
+
 class WireMessage(_Wire):
     content: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
@@ -76,6 +94,7 @@ class WireChoice(_Wire):
     message: WireMessage | None = None
     text: str | None = None  # legacy /completions
     finish_reason: str | None = None
+    logprobs: WireLogprobs | None = None
 
 
 class WireCompletion(_Wire):
@@ -94,6 +113,7 @@ class WireChunkChoice(_Wire):
     delta: WireDelta | None = None
     text: str | None = None  # legacy /completions
     finish_reason: str | None = None
+    logprobs: WireLogprobs | None = None
 
 
 class WireChunk(_Wire):

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from .. import __version__
 from ..errors import ConfigError, ProviderError, ProviderTimeoutError
 from ..fusion.engine import fuse, fuse_events
+from ..fusion.scoring import method_names
 from ..fusion.strategies import strategy_names
 from ..providers.base import ChatModel, StreamEvent
 from .asgi import JSONResponse, Request, StreamResponse, json_response
@@ -178,6 +179,7 @@ async def panel_config(state: ServerState, request: Request, body: bytes) -> JSO
             presets=state.presets(),
             models=state.models(),
             modes=strategy_names(),
+            judge_methods=method_names(),
             max_pool_members=state.settings.max_pool_members,
         )
     )

@@ -84,6 +84,18 @@ class FusionOptions(_Strict):
         description="USD; refused with 402 when the estimate exceeds it",
     )
     member_timeout: float | None = Field(default=None, gt=0, le=3600, allow_inf_nan=False)
+    judge_method: Literal["json", "auto", "label", "yesno", "label+yesno", "likelihood", "pmi"] | None = (
+        Field(
+            default=None,
+            description="how the judge chooses: its written JSON verdict, or token probabilities (label, yesno, "
+            "both; a judge without log-probabilities falls back to json, said in verdict.method_note)",
+        )
+    )
+    analysis: bool | None = Field(
+        default=None,
+        description="add the structured analysis (consensus, contradictions with each model's stance, partial "
+        "coverage, unique insights, blind spots) to the verdict",
+    )
     progress: Literal["none", "status", "full"] = Field(
         default="status",
         description="streamed progress comments: none, status (members, judge, verdict) or full (+ member text)",
@@ -240,6 +252,7 @@ class PanelConfig(_Strict):
     presets: dict[str, PresetInfo]
     models: list[str]
     modes: list[str]
+    judge_methods: list[str] = Field(default_factory=list)
     max_pool_members: int
 
 

@@ -148,6 +148,8 @@ def fusion_request(
             skip_judge_on_consensus=opts.skip_judge_on_consensus if opts else None,
             max_cost=opts.max_cost if opts else None,
             member_timeout=opts.member_timeout if opts else None,
+            judge_method=opts.judge_method if opts else None,
+            analysis=opts.analysis if opts else None,
         )
     except TooManyMembersError as exc:
         raise ApiError(400, str(exc), code="too_many_members", param="fusion.pool") from None
@@ -213,7 +215,10 @@ def _redacted(result: FusionResult, redact: Callable[[str], str]) -> FusionResul
                 f.model_copy(update={"reason": redact(f.reason)}) for f in result.failed_models
             ],
             "verdict": result.verdict.model_copy(
-                update={"failure_reason": clean(result.verdict.failure_reason)}
+                update={
+                    "failure_reason": clean(result.verdict.failure_reason),
+                    "method_note": clean(result.verdict.method_note),
+                }
             ),
         }
     )

@@ -3,6 +3,9 @@
 judge = ScriptedModel("judge", [Reply(text='{"choice": "A", ...}')])
 hub = scripted_hub({"a": ScriptedModel("a", ["Paris"]), "judge": judge})
 result = await fuse(FusionRequest.from_prompt("Capital of France?", "scripted/a", judge="scripted/judge"), hub)
+
+A probability-scoring judge: ``ScriptedModel("judge", scores=fn)`` where ``fn(messages, options)`` returns each
+option's log-probability as the next token (see ``prefer`` for one that likes the answer containing a text).
 """
 
 from __future__ import annotations
@@ -14,12 +17,18 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..config import Config
-from ..errors import UnknownModelError
+from ..errors import LogprobsUnavailableError, UnknownModelError
 from ..providers.base import ChatModel, Delta, ModelKind, StreamEvent
+from ..providers.logprobs import ContinuationLogprobs, OptionLogprobs, Options
 from ..providers.registry import ProviderHub
 from ..types import Completion, GenerationParams, Message, Usage
 
-__all__ = ["Reply", "ScriptedModel", "scripted_hub", "label_of"]
+__all__ = ["Reply", "ScriptedModel", "scripted_hub", "label_of", "prefer", "OptionScorer", "ReplyScorer"]
+
+# (judge messages, options) -> each option's log-probability as the next token
+OptionScorer = Callable[[Sequence[Message], Options], dict[str, float]]
+# (messages, reply) -> the mean log-probability per token of the reply after the messages
+ReplyScorer = Callable[[Sequence[Message], str], float]
 
 
 @dataclass
@@ -48,10 +57,38 @@ class ScriptedModel(ChatModel):
     active: int = 0
     cancelled: int = 0
     finished: int = 0
+    scores: OptionScorer | None = None  # set: the model offers log-probabilities (a probability judge)
+    reply_scores: ReplyScorer | None = None  # set: it scores whole replies too (likelihood, pmi)
+    logprob: float | None = None  # the mean token log-probability its answers carry
+    scored: list[list[Message]] = field(default_factory=list)  # prompts of the forward passes it scored
 
     def __post_init__(self) -> None:
         self.id = f"scripted/{self.name}"
         self._queue: list[Reply | str] = list(self.replies)
+        self.supports_logprobs = self.scores is not None
+
+    async def continuation_logprobs(
+        self, messages: Sequence[Message], reply: str, max_tokens: int
+    ) -> ContinuationLogprobs:
+        if self.reply_scores is None:
+            raise LogprobsUnavailableError(f"{self.id} offers no prompt log-probabilities", provider=self.id)
+        self.scored.append([*messages, Message(role="assistant", content=reply)])
+        await asyncio.sleep(0)
+        mean = self.reply_scores(messages, reply)
+        n = max(1, len(reply.split()))
+        usage = Usage(prompt_tokens=sum(len((m.content or "").split()) for m in messages) + n)
+        return ContinuationLogprobs([mean] * n, usage, 0.001, self.id, 0.0)
+
+    async def option_logprobs(
+        self, messages: Sequence[Message], options: Options, params: GenerationParams
+    ) -> OptionLogprobs:
+        if self.scores is None:
+            raise LogprobsUnavailableError(f"{self.id} offers no log-probabilities", provider=self.id)
+        self.scored.append(list(messages))
+        await asyncio.sleep(0)
+        values = self.scores(messages, options)
+        usage = Usage(prompt_tokens=sum(len((m.content or "").split()) for m in messages))
+        return OptionLogprobs({k: values[k] for k in options}, usage, 0.001, self.id, 0.0)
 
     def queue(self, *replies: Reply | str) -> None:
         self._queue.extend(replies)
@@ -102,6 +139,7 @@ class ScriptedModel(ChatModel):
                 latency=time.perf_counter() - start,
                 ttft=ttft,
                 tool_calls=reply.tool_calls,
+                logprob=self.logprob if params.logprobs else None,
             )
         except asyncio.CancelledError:
             self.cancelled += 1
@@ -124,6 +162,25 @@ def scripted_hub(models: Mapping[str, ScriptedModel], config: Config | None = No
 
 
 _FENCE = re.compile(r"<<<ANSWER (\w+) [0-9a-f]+>>>\n(.*?)\n<<<END ANSWER", re.S)
+
+
+def prefer(needle: str, strength: float = 3.0, position_bias: float = 0.0) -> OptionScorer:
+    """A probability judge that favours the answer containing ``needle``: "yes" for it, its label among
+    labels; ``position_bias`` adds that much log-probability to label "A" (a judge that likes the first)."""
+
+    def fn(messages: Sequence[Message], options: Options) -> dict[str, float]:
+        if set(options) == {"yes", "no"}:
+            right = any(needle in body for m in messages for _, body in _FENCE.findall(m.content or ""))
+            return {"yes": -0.1 if right else -strength, "no": -strength if right else -0.1}
+        fenced = dict(_FENCE.findall(messages[-1].content or ""))
+        out = {}
+        for label in options:
+            out[label] = (-0.1 if needle in fenced.get(label, "") else -strength) + (
+                position_bias if label == "A" else 0
+            )
+        return out
+
+    return fn
 
 
 def label_of(messages: Sequence[Message], needle: str) -> str:

@@ -1,10 +1,11 @@
-"""best-of: the judge scores every candidate against a rubric and picks one, returned verbatim."""
+"""best-of: the judge scores every candidate and picks one, returned verbatim."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from ...types import Candidate
+from ..choosing import pick
 from . import Outcome, Strategy, register_strategy
 
 if TYPE_CHECKING:
@@ -12,13 +13,13 @@ if TYPE_CHECKING:
 
 
 async def choose(ctx: FusionContext, candidates: list[Candidate]) -> Outcome:
-    """Ask the judge to pick; fall back to the vote when it fails."""
-    parsed = await ctx.ask_judge(candidates, "choose")
-    if isinstance(parsed, str):
-        outcome = ctx.vote_outcome(candidates, judge_failed=parsed)
+    """Ask the judge to pick (by the request's judge method); fall back to the vote when it fails."""
+    chosen = await pick(ctx, candidates)
+    if isinstance(chosen, str):
+        outcome = ctx.vote_outcome(candidates, judge_failed=chosen)
     else:
-        chosen = next(c for c in candidates if c.member == parsed.verdict.choice)
-        outcome = Outcome(chosen.text, parsed.verdict, chosen.tool_calls, chosen=chosen)
+        c = chosen.chosen
+        outcome = Outcome(c.text, chosen.verdict, c.tool_calls, chosen=c)
     outcome.final = candidates
     return outcome
 

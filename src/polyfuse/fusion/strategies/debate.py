@@ -1,4 +1,9 @@
-"""debate: members read each other's anonymised answers and revise for N rounds, then the judge decides."""
+"""debate: members read each other's anonymised answers and revise for N rounds, then the judge decides.
+
+Revising can talk a member out of a right answer (small models defer to whoever sounds sure). So the judge
+chooses among the final answers and every first answer that no final answer repeats (named
+``<member>@round0``), and the written answer is held to that choice like merge's.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,16 @@ from typing import TYPE_CHECKING
 
 from ...providers.base import MemberSpec
 from ...types import Candidate, Message
+from ..agreement import similarity
 from . import Outcome, Strategy, register_strategy
 from .merge import synthesize
 
 if TYPE_CHECKING:
     from ..engine import FusionContext
     from ..request import FusionRequest
+
+ROUND0 = "@round0"  # suffix of a first answer the judge may still choose
+_SAME_ANSWER = 0.9
 
 
 def revision_messages(
@@ -37,7 +46,7 @@ class Debate(Strategy):
     description = "members revise after reading each other's answers, then the judge writes the answer"
 
     def judge_calls(self, request: FusionRequest) -> int:
-        return 1
+        return 1 if request.judge_method == "json" else 2  # + the pick from token probabilities
 
     def member_rounds(self, request: FusionRequest) -> int:
         return 1 + request.rounds
@@ -63,4 +72,16 @@ class Debate(Strategy):
                 if cand.ok:  # a member that fails a round keeps its previous answer
                     latest[cand.member] = cand
         final = [latest[s.id] for s in ctx.request.pool if s.id in latest]
-        return await synthesize(ctx, final)
+        return await synthesize(ctx, final + _dropped_first_answers(first, final))
+
+
+def _dropped_first_answers(first: list[Candidate], final: list[Candidate]) -> list[Candidate]:
+    """First-round answers that no final answer still gives, as candidates of their own."""
+    if all(c.round == 0 for c in final):
+        return []  # nobody revised
+    kept = [c.text for c in final]
+    return [
+        c.model_copy(update={"member": f"{c.member}{ROUND0}"})
+        for c in first
+        if c.ok and all(similarity(c.text, text) < _SAME_ANSWER for text in kept)
+    ]

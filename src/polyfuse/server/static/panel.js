@@ -41,6 +41,7 @@ async function loadConfig() {
   fill($("preset"), Object.keys(config.presets), config.default_preset);
   fill($("mode"), config.modes);
   fill($("judge"), ["(none)", ...config.models]);
+  fill($("judge-method"), ["(preset)", ...(config.judge_methods || [])], "(preset)");
   const pool = $("pool");
   pool.textContent = "";
   for (const model of config.models) {
@@ -88,6 +89,9 @@ function resetView() {
   $("scores").tBodies[0].textContent = "";
   $("consensus").textContent = "";
   $("contradictions").textContent = "";
+  $("verdict-method").textContent = "";
+  $("verdict-notes").textContent = "";
+  $("analysis-view").hidden = true;
   $("split").textContent = "";
   $("agreement-fill").style.width = "0";
   $("agreement-text").textContent = "";
@@ -144,6 +148,8 @@ function showVerdict(v, measured) {
   if (v.judge_failed) text += ` · judge failed (${v.failure_reason}); fell back to the vote`;
   if (!v.judge) text += " · no judge (vote)";
   $("agreement-text").textContent = text;
+  showMethod(v);
+  const probability = v.method && v.method !== "json" && v.method !== "vote";
   const body = $("scores").tBodies[0];
   body.textContent = "";
   const split = $("split");
@@ -151,7 +157,8 @@ function showVerdict(v, measured) {
   const total = v.scores.reduce((s, x) => s + Math.max(0, x.score), 0);
   v.scores.forEach((s, i) => {
     const row = el("tr");
-    row.append(el("td", null, `${s.label} = ${s.member}`), el("td", null, String(s.score)), el("td", null, s.reason));
+    const score = probability ? `p=${s.score.toFixed(2)}` : String(s.score);
+    row.append(el("td", null, `${s.label} = ${s.member}`), el("td", null, score), el("td", null, s.reason));
     body.append(row);
     if (total > 0) {
       const part = el("span", null, s.member);
@@ -164,6 +171,54 @@ function showVerdict(v, measured) {
   $("scores").hidden = v.scores.length === 0;
   fillList($("consensus"), v.consensus);
   fillList($("contradictions"), v.contradictions);
+  showAnalysis(v.analysis);
+}
+
+// How the verdict was reached (method, confidence) and what it says about itself: a fallback to the JSON
+// verdict, a written answer that was rejected, repairs that kept it coherent.
+function showMethod(v) {
+  let text = "";
+  if (v.judge && v.method) text = `chosen by ${v.method}`;
+  if (v.confidence !== null && v.confidence !== undefined) text += ` · confidence ${Math.round(v.confidence * 100)}%`;
+  if (v.choice && v.judge) text += ` · chose ${v.choice}`;
+  $("verdict-method").textContent = text;
+  const notes = $("verdict-notes");
+  notes.textContent = "";
+  if (v.method_note) notes.append(el("li", "method-note", v.method_note));
+  if (v.writer_rejected) {
+    notes.append(el("li", "writer-rejected",
+      `writer rejected: the written answer "${v.rejected_answer || ""}" did not agree with ${v.choice}; ` +
+      "the chosen candidate was returned"));
+  }
+  for (const n of v.notes || []) if (!v.writer_rejected || !n.endsWith("the chosen candidate was returned")) notes.append(el("li", "repair", n));
+}
+
+function showAnalysis(a) {
+  $("analysis-view").hidden = !a;
+  if (!a) return;
+  if (a.consensus.length) fillList($("consensus"), a.consensus);
+  const box = $("analysis-contradictions");
+  box.textContent = "";
+  for (const c of a.contradictions) {
+    const wrap = el("div", "stance");
+    wrap.append(el("p", null, c.point));
+    const table = el("table");
+    const tbody = el("tbody");
+    for (const [member, stance] of Object.entries(c.stances)) {
+      const row = el("tr");
+      row.append(el("td", null, member), el("td", null, stance));
+      tbody.append(row);
+    }
+    table.append(tbody);
+    wrap.append(table);
+    box.append(wrap);
+  }
+  if (!a.contradictions.length) box.append(el("p", "muted", "—"));
+  fillList($("analysis-coverage"), a.partial_coverage.map((c) => `${c.point} (${c.members.join(", ") || "?"})`));
+  const insights = [];
+  for (const [member, points] of Object.entries(a.unique_insights)) for (const p of points) insights.push(`${member}: ${p}`);
+  fillList($("analysis-insights"), insights);
+  fillList($("analysis-blind-spots"), a.blind_spots);
 }
 
 function fillList(list, items) {
@@ -251,6 +306,9 @@ async function run(event) {
     stream: true,
     fusion: { pool: chosenPool(), mode: $("mode").value, judge: judge === "(none)" ? null : judge, progress: "full" },
   };
+  const method = $("judge-method").value;
+  if (method && method !== "(preset)") body.fusion.judge_method = method;
+  if ($("analysis").checked) body.fusion.analysis = true;
   if (maxTokens > 0) body.max_tokens = maxTokens;
   controller = new AbortController();
   $("run").disabled = true;
