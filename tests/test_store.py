@@ -31,6 +31,7 @@ from polyfuse.store import (
     write_runs,
 )
 from polyfuse.store.backends import PostgresBackend, SqliteBackend
+from polyfuse.store.migrations import MIGRATIONS
 from polyfuse.testing import Reply, ScriptedModel, scripted_hub
 
 POOL = "scripted/a,scripted/b,scripted/c"
@@ -203,7 +204,7 @@ async def test_export_import_round_trips_jsonl_and_csv(settings, tmp_path):
 
 def test_migrates_an_empty_database_once(settings):
     with open_log(settings) as log:
-        assert log.version == SCHEMA_VERSION == 2
+        assert log.version == SCHEMA_VERSION == MIGRATIONS[-1].version
     with open_log(settings) as log:  # reopening applies nothing and keeps data
         assert log.count() == 0
         backend = log.backend
@@ -224,7 +225,7 @@ def test_migrates_a_log_from_the_older_schema(settings):
         tx.query("SELECT meta_json FROM runs")
     backend.close()
     with open_log(settings) as log:
-        assert log.version == 2
+        assert log.version == SCHEMA_VERSION
         [old] = log.runs()
         assert (old.uid, old.meta, old.total_tokens, old.cost) == ("old", {}, 7, 0.5)
         assert log.runs(LogFilter(mode="vote"))[0].uid == "old"
@@ -238,7 +239,8 @@ def test_a_newer_schema_is_refused_and_left_untouched(settings):
         backend.set_schema_version(tx, SCHEMA_VERSION + 5)
     backend.close()
     with pytest.raises(
-        LogVersionError, match=r"schema version 7, newer than this polyfuse understands \(2\)"
+        LogVersionError,
+        match=rf"schema version {SCHEMA_VERSION + 5}, newer than this polyfuse understands \({SCHEMA_VERSION}\)",
     ):
         open_log(settings)
     backend = _backend(settings)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .code.settings import CodeSettings
 from .errors import ConfigError
 from .fusion.request import FusionRequest
+from .gateway.settings import GatewaySettings
 from .providers.base import MemberSpec, parse_member, parse_pool
 from .server.settings import ServerSettings
 from .store.settings import LogSettings
@@ -150,6 +151,7 @@ class Config(_Strict):
     server: ServerSettings = Field(default_factory=ServerSettings)
     code: CodeSettings = Field(default_factory=CodeSettings)
     log: LogSettings = Field(default_factory=LogSettings)  # the run log: [log] path/url, store_text
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)  # keys, limits, metrics, cache
     source: str | None = Field(default=None, exclude=True)  # file it came from, for messages
 
     def all_presets(self) -> dict[str, Preset]:

@@ -96,6 +96,65 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX runs_mode ON runs (mode)",
         ),
     ),
+    Migration(
+        3,
+        "team gateway: API keys (hashed), per-request usage, budget spend and holds",
+        (
+            """CREATE TABLE api_keys (
+                id TEXT PRIMARY KEY,
+                key_hash TEXT NOT NULL UNIQUE,
+                hint TEXT NOT NULL,
+                name TEXT,
+                team TEXT NOT NULL,
+                status TEXT NOT NULL,
+                budget {real},
+                period TEXT NOT NULL,
+                rpm {int},
+                tpm {int},
+                models_json TEXT,
+                presets_json TEXT,
+                created_at TEXT NOT NULL,
+                rotated_at TEXT,
+                revoked_at TEXT
+            )""",
+            """CREATE TABLE api_usage (
+                id {id},
+                created_at TEXT NOT NULL,
+                key_id TEXT,
+                team TEXT,
+                route TEXT NOT NULL,
+                model TEXT NOT NULL,
+                preset TEXT,
+                mode TEXT,
+                status {int} NOT NULL,
+                error TEXT,
+                prompt_tokens {int} NOT NULL,
+                completion_tokens {int} NOT NULL,
+                cost {real} NOT NULL,
+                cost_known {int} NOT NULL,
+                latency {real} NOT NULL,
+                cached {int} NOT NULL,
+                run_uid TEXT
+            )""",
+            "CREATE INDEX api_usage_created_at ON api_usage (created_at)",
+            """CREATE TABLE budget_spend (
+                scope TEXT NOT NULL,
+                period TEXT NOT NULL,
+                spent {real} NOT NULL,
+                PRIMARY KEY (scope, period)
+            )""",
+            """CREATE TABLE budget_holds (
+                id TEXT NOT NULL,
+                scope TEXT NOT NULL,
+                period TEXT NOT NULL,
+                amount {real} NOT NULL,
+                expires_at {real} NOT NULL,
+                PRIMARY KEY (id, scope)
+            )""",
+            "CREATE TABLE gateway_state (name TEXT PRIMARY KEY, value {int} NOT NULL)",
+            "INSERT INTO gateway_state (name, value) VALUES ('keys_version', 0)",
+        ),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version
