@@ -162,7 +162,7 @@ class RedisStore:
         self.hold_ttl = hold_ttl
         self.retry_after = retry_after
         self.flush_every = flush_every
-        self._errors: tuple[type[BaseException], ...] = (RedisError, OSError)
+        self.errors: tuple[type[BaseException], ...] = (RedisError, OSError)
         self._admit = client.register_script(_ADMIT)
         self._settle = client.register_script(_SETTLE)
         self.down_until = 0.0
@@ -176,7 +176,7 @@ class RedisStore:
     def down(self) -> bool:
         return time.monotonic() < self.down_until
 
-    def _failed(self, exc: BaseException) -> StoreDown:
+    def failed(self, exc: BaseException) -> StoreDown:
         first = not self.down
         self.down_until = time.monotonic() + self.retry_after
         self.failures += 1
@@ -189,8 +189,8 @@ class RedisStore:
             raise StoreDown("Redis is down (waiting before the next try)")
         try:
             return await script(keys=keys, args=args)
-        except self._errors as exc:
-            raise self._failed(exc) from exc
+        except self.errors as exc:
+            raise self.failed(exc) from exc
 
     # -- admission ------------------------------------------------------------------------------------------------
     async def admit(self, ticket: str, windows: Sequence[Window], holds: Sequence[Hold]) -> Refusal | None:
@@ -225,8 +225,8 @@ class RedisStore:
         ttl = math.ceil(hold.ttl + 86_400) if hold.ttl is not None else None
         try:
             await self.client.set(key, int(spent * NANO), nx=True, ex=ttl)
-        except self._errors as exc:
-            raise self._failed(exc) from exc
+        except self.errors as exc:
+            raise self.failed(exc) from exc
 
     # -- settlement -----------------------------------------------------------------------------------------------
     async def settle(
@@ -261,15 +261,15 @@ class RedisStore:
             for keys, args in batch:
                 await self._settle(keys=keys, args=args, client=pipe)
             await pipe.execute()
-        except self._errors as exc:
-            self._failed(exc)
+        except self.errors as exc:
+            self.failed(exc)
 
     async def aclose(self) -> None:
         if self._flusher is not None:
             self._flusher.cancel()
             await asyncio.gather(self._flusher, return_exceptions=True)
         await self.flush()
-        with contextlib.suppress(*self._errors):
+        with contextlib.suppress(*self.errors):
             await self.client.aclose()
 
 
