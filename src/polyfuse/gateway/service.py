@@ -116,7 +116,7 @@ class Gateway:
         self.metrics = metrics
         self.cache = cache
         self.metrics_token = settings.metrics_secret(env)
-        self._settling: set[asyncio.Task[None]] = set()
+        self._settling: set[asyncio.Task[Any]] = set()
         self._dropped = 0
 
     @classmethod
@@ -347,13 +347,15 @@ class Gateway:
 
     def _settle(self, ticket: Ticket, tpm: list[Window], charges: list[float]) -> None:
         assert self.store is not None
-        task = asyncio.get_running_loop().create_task(
-            self.store.settle(ticket.id, tpm, ticket.holds, charges)
-        )
+        loop = asyncio.get_running_loop()
+        self.background(loop.create_task(self.store.settle(ticket.id, tpm, ticket.holds, charges)))
+
+    def background(self, task: asyncio.Task[Any]) -> None:
+        """Keep a reference to work finishing after a response (settlements, cache writes); awaited at close."""
         self._settling.add(task)
         task.add_done_callback(self._settled)
 
-    def _settled(self, task: asyncio.Task[None]) -> None:
+    def _settled(self, task: asyncio.Task[Any]) -> None:
         self._settling.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.warning("could not settle a request's budget hold: %s", task.exception())
+            log.warning("background gateway work failed: %s", task.exception())

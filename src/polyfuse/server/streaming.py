@@ -196,9 +196,14 @@ def _final(writer: ChunkWriter, result: FusionResult, preset: str, reset: bool, 
 
 
 async def single_stream(
-    events: AsyncIterator[StreamEvent], first: StreamEvent, writer: ChunkWriter, redact: Redactor
+    events: AsyncIterator[StreamEvent],
+    first: StreamEvent,
+    writer: ChunkWriter,
+    redact: Redactor,
+    on_done: Callable[[Completion], None] | None = None,
 ) -> AsyncIterator[bytes]:
-    """The SSE body of a pass-through: deltas as they arrive, the final chunk with usage, ``[DONE]``."""
+    """The SSE body of a pass-through: deltas as they arrive, the final chunk with usage, ``[DONE]``.
+    ``on_done`` gets the finished completion (usage and cost, for the gateway)."""
     yield writer.role()
     event: StreamEvent | None = first
     try:
@@ -206,6 +211,8 @@ async def single_stream(
             if isinstance(event, Delta):
                 yield writer.text(event.text)
             else:
+                if on_done is not None:
+                    on_done(event)
                 yield _single_final(writer, event)
             event = await anext(events, None)
     except PolyfuseError as exc:
