@@ -184,7 +184,11 @@ class ServerApp:
         except ClientGone:
             return
         if request.method == "GET":
-            await (await handler(self.state, request, body)).send_to(send)
+            try:
+                response = await handler(self.state, request, body)
+            except ApiError as exc:
+                response = _error(exc)
+            await response.send_to(send)
             return
         await until_disconnect(receive, self._respond(handler, request, body, send))
 

@@ -132,10 +132,11 @@ async def before_fusion(
     """Allow-list, cache, limits and holds for a fusion; a cached response when there is one."""
     call.model, call.preset, call.mode = req.model, preset, fused.mode
     assert call.principal is not None
-    models = tuple(dict.fromkeys([*(s.model for s in fused.pool), *([fused.judge] if fused.judge else [])]))
+    strategy = get_strategy(fused.mode)
+    judge = [fused.judge] if fused.judge and strategy.uses_judge else []
+    models = tuple(dict.fromkeys([*(s.model for s in fused.pool), *judge]))
     estimate: float | None = 0.0
     if _needs_estimate(state, call.principal):
-        strategy = get_strategy(fused.mode)
         try:
             estimate = estimate_cost(
                 fused, state.hub, strategy.judge_calls(fused), strategy.member_rounds(fused)
@@ -293,11 +294,11 @@ async def usage(state: ServerState, request: Request, body: bytes) -> JSONRespon
     query = request.query
     by = query.get("by", "key")
     if by not in GROUPS:
-        raise ApiError(400, f"by must be one of {', '.join(GROUPS)}", param="by")
+        raise ApiError(400, f"by must be one of {', '.join(GROUPS)}", code="invalid_value", param="by")
     try:
         since = parse_when(query["since"]) if query.get("since") else None
         until = parse_when(query["until"], end_of_day=True) if query.get("until") else None
     except UserError as exc:  # a date it cannot read
-        raise ApiError(400, str(exc), param="since") from None
+        raise ApiError(400, str(exc), code="invalid_value", param="since") from None
     rows = await asyncio.to_thread(usage_report, gw.writer.backend, by, since, until)
     return JSONResponse(to_json(rows, by).encode())
