@@ -251,3 +251,39 @@ def test_metrics_count_what_was_sent_and_usage_is_for_operators(served):
     )
     assert_openai_error(bad, 400, "invalid_value")
     assert "Traceback" not in served.logs()
+
+
+@pytest.mark.browser
+def test_usage_page_for_operators_in_a_real_browser(served):
+    from playwright.sync_api import sync_playwright
+
+    from browser import ARGS, CHROMIUM
+
+    key_id, secret = make_key(served, team="platform", name="page-user")
+    wait_for_key(served.url, secret)
+    assert chat(served.url, secret).status_code == 200
+    problems: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(f"{served.url}/static/usage.html")
+            page.fill("#server-key", secret)  # a team member's key is not an operator's: refused, said so
+            page.click("#load")
+            page.wait_for_selector("#error:not([hidden])", timeout=5000)
+            assert "operators" in page.text_content("#error")
+            page.fill("#server-key", OPERATOR)
+            page.click("#load")
+            page.wait_for_selector(f"#usage tbody td:text-is('{key_id} page-user (platform)')", timeout=5000)
+            row = page.locator("#usage tbody tr", has_text=key_id)
+            cells = row.locator("td").all_text_contents()
+            assert int(cells[1]) >= 2 and cells[8].startswith("$")  # wait_for_key's request and this one
+            page.select_option("#by", "team")
+            page.click("#load")
+            page.wait_for_selector("#group-head:text-is('team')", timeout=5000)
+            teams = page.locator("#usage tbody tr td:first-child").all_text_contents()
+            assert "platform" in teams and key_id not in " ".join(teams)
+        finally:
+            browser.close()
+    assert problems == []
