@@ -120,17 +120,19 @@ def start_litellm(tmp: Path, upstream: str, port: int, workers: int) -> subproce
     return proc
 
 
-def wrk(url: str, model: str, connections: int, seconds: int, tmp: Path) -> dict[str, float]:
-    script = tmp / f"post-{model.replace('/', '_')}.lua"
-    script.write_text(LUA % (model, KEY))
+def wrk(url: str, model: str, connections: int, seconds: int, tmp: Path, key: str = KEY) -> dict[str, float]:
+    script = tmp / f"post-{model.replace('/', '_')}-{key[-6:]}.lua"
+    script.write_text(LUA % (model, key))
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: .*", out)
+    done = re.search(r"(\d+) requests in", out)
     return {
         "rps": rps,
+        "requests": int(done.group(1)) if done else 0,
         "p50_ms": float(p50.group(1)) * _UNITS[p50.group(2)] if p50 else float("nan"),
         "non_2xx": int(bad.group(1)) if bad else 0,
         "socket_errors": errors.group(0) if errors else "",

@@ -149,7 +149,9 @@ async def test_concurrent_requests_cannot_overspend_a_budget(store):
     assert refusal.kind == "budget" and refusal.held == pytest.approx(1.0) and refusal.spent == 0
     # settle: each really cost 0.05, so the budget frees up for 10 more at the 0.1 estimate... minus what was spent
     for t in admitted:
-        await store.settle(t, [], [hold], [0.05])
+        pending = store.settle(t, [], [hold], [0.05])
+        if pending is not None:
+            await pending
     if isinstance(store, RedisStore):
         await store.flush()
     again = await asyncio.gather(*(store.admit(uuid.uuid4().hex, [], [hold]) for _ in range(20)))

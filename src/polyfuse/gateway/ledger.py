@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from ..store.backends import Backend, Tx
@@ -127,12 +127,13 @@ class LocalStore:
                 self.windows.untake(windows, sec)
         return refusal
 
-    async def settle(
+    def settle(
         self, ticket: str, extra: Sequence[Window], holds: Sequence[Hold], charges: Sequence[float]
-    ) -> None:
+    ) -> Awaitable[None] | None:
         self.windows.add(extra)
         if holds and self.budget is not None:
-            await asyncio.to_thread(self.budget.settle, ticket, holds, charges)
+            return asyncio.to_thread(self.budget.settle, ticket, holds, charges)
+        return None
 
     async def aclose(self) -> None:
         return None

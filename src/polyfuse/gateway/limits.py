@@ -10,7 +10,7 @@ servers without Redis (limits then hold per worker process).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -60,11 +60,12 @@ class SharedStore(Protocol):
         """Check every window and hold; if all fit, take them all at once, else take nothing."""
         ...
 
-    async def settle(
+    def settle(
         self, ticket: str, extra: Sequence[Window], holds: Sequence[Hold], charges: Sequence[float]
-    ) -> None:
+    ) -> Awaitable[None] | None:
         """Release the request's holds, charging each scope its real cost, and add ``extra`` units (tokens
-        that turned out larger than counted at admission)."""
+        that turned out larger than counted at admission). Queued at once; returns the work still to await
+        (a database write), or None."""
         ...
 
     async def aclose(self) -> None: ...

@@ -6,8 +6,9 @@ one round trip, atomic on the Redis server, its clock from Redis ``TIME`` so ins
 time. Money is counted in integer nano-dollars. A budget's spend counter is seeded from the database when Redis
 does not have it (first use in a period, or Redis restarted empty); settled requests increment it.
 
-Settlements (release holds, charge the real cost, add tokens learned from the reply) are batched: one pipeline
-every few milliseconds carries all that finished meanwhile, so a request costs one round trip, not two.
+Admissions that arrive together share one pipeline; settlements (release holds, charge the real cost, add
+tokens learned from the reply) are merged: one script call every few milliseconds carries all that finished
+meanwhile, so a request costs at most one round trip of its own.
 Redis errors raise ``StoreDown``; the gateway applies the fail-open/closed policy. After an error Redis is
 not asked again for ``retry_after`` seconds, so a dead Redis costs nothing per request.
 """
@@ -93,19 +94,20 @@ return {'ok'}
 
 _SETTLE = """
 local sec = tonumber(redis.call('TIME')[1])
-local nw, nh, ticket, span = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local nw, nh, span = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 for i = 1, nw do
-  local amount = tonumber(ARGV[4 + i])
+  local amount = tonumber(ARGV[3 + i])
   if amount > 0 then
     redis.call('HINCRBY', KEYS[i], sec, amount)
     redis.call('EXPIRE', KEYS[i], span + 1)
   end
 end
+local base = 3 + nw
 for h = 1, nh do
   local spend, zset, hash = KEYS[nw + 3 * h - 2], KEYS[nw + 3 * h - 1], KEYS[nw + 3 * h]
+  local ticket, charge = ARGV[base + 2 * h - 1], tonumber(ARGV[base + 2 * h])
   redis.call('ZREM', zset, ticket)
   redis.call('HDEL', hash, ticket)
-  local charge = tonumber(ARGV[4 + nw + h])
   if charge > 0 and redis.call('EXISTS', spend) == 1 then redis.call('INCRBY', spend, charge) end
 end
 return 1
@@ -142,7 +144,10 @@ def _keys(windows: Sequence[Window], holds: Sequence[Hold]) -> list[str]:
 
 
 class RedisStore:
-    """A ``SharedStore`` on Redis. ``seed(scope, period)`` returns the spend recorded in the database (USD)."""
+    """A ``SharedStore`` on Redis. ``seed(scope, period)`` returns the spend recorded in the database (USD).
+
+    Admissions that arrive in the same turn of the event loop share one pipeline (one round trip and one
+    write for all of them); settlements are merged into one script call per flush."""
 
     per_process = False
 
@@ -155,7 +160,7 @@ class RedisStore:
         retry_after: float = 1.0,
         flush_every: float = 0.005,
     ) -> None:
-        from redis.exceptions import RedisError
+        from redis.exceptions import NoScriptError, RedisError
 
         self.client = client
         self.seed = seed
@@ -163,11 +168,13 @@ class RedisStore:
         self.retry_after = retry_after
         self.flush_every = flush_every
         self.errors: tuple[type[BaseException], ...] = (RedisError, OSError)
-        self._admit = client.register_script(_ADMIT)
-        self._settle = client.register_script(_SETTLE)
+        self._noscript = NoScriptError
+        self._sources = {"admit": _ADMIT, "settle": _SETTLE}
+        self._sha: dict[str, str] = {}
         self.down_until = 0.0
         self.failures = 0
-        self._pending: list[tuple[list[str], list[Any]]] = []
+        self._admits: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
+        self._settles: list[tuple[list[Window], list[Hold], str, list[float]]] = []
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
 
@@ -185,12 +192,46 @@ class RedisStore:
         return StoreDown(f"Redis unreachable: {exc}")
 
     async def call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """One registered script (``client.register_script``) on its own, with the down-detection."""
         if self.down:
             raise StoreDown("Redis is down (waiting before the next try)")
         try:
             return await script(keys=keys, args=args)
         except self.errors as exc:
             raise self.failed(exc) from exc
+
+    async def _run(self, name: str, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run one script for each (keys, args): alone, or as one pipeline. Loads the scripts the first time
+        and again after a Redis restart (NOSCRIPT). Raises ``StoreDown``."""
+        if self.down:
+            raise StoreDown("Redis is down (waiting before the next try)")
+        try:
+            for _ in range(2):
+                if name not in self._sha:
+                    for n, src in self._sources.items():
+                        self._sha[n] = await self.client.script_load(src)
+                sha = self._sha[name]
+                if len(calls) == 1:
+                    keys, args = calls[0]
+                    try:
+                        return [await self.client.evalsha(sha, len(keys), *keys, *args)]
+                    except self._noscript:
+                        self._sha.clear()
+                        continue
+                pipe = self.client.pipeline(transaction=False)
+                for keys, args in calls:
+                    pipe.evalsha(sha, len(keys), *keys, *args)
+                results = await pipe.execute(raise_on_error=False)
+                if any(isinstance(r, self._noscript) for r in results):
+                    self._sha.clear()
+                    continue
+                for r in results:
+                    if isinstance(r, BaseException):
+                        raise r
+                return list(results)
+        except self.errors as exc:
+            raise self.failed(exc) from exc
+        raise StoreDown("Redis does not keep the gateway's scripts")
 
     # -- admission ------------------------------------------------------------------------------------------------
     async def admit(self, ticket: str, windows: Sequence[Window], holds: Sequence[Hold]) -> Refusal | None:
@@ -201,7 +242,7 @@ class RedisStore:
         for h in holds:
             args += [int(h.budget * NANO), max(1, int(h.amount * NANO))]
         for _ in range(3):
-            reply = await self.call(self._admit, keys, args)
+            reply = await self._admit_batched(keys, args)
             kind = _text(reply[0])
             if kind == "ok":
                 return None
@@ -220,6 +261,28 @@ class RedisStore:
             await self._seed(hold, keys[len(windows) + 3 * (int(reply[1]) - 1)])
         raise StoreDown("budget counter could not be seeded in Redis")
 
+    async def _admit_batched(self, keys: list[str], args: list[Any]) -> Any:
+        if self.down:
+            raise StoreDown("Redis is down (waiting before the next try)")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._admits.append((keys, args, future))
+        if len(self._admits) == 1:  # the first of this turn schedules the flush; later ones join it
+            asyncio.get_running_loop().create_task(self._flush_admits())
+        return await future
+
+    async def _flush_admits(self) -> None:
+        batch, self._admits = self._admits, []
+        try:
+            results = await self._run("admit", [(keys, args) for keys, args, _ in batch])
+        except StoreDown as exc:
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(StoreDown(str(exc)))
+            return
+        for (_, _, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
     async def _seed(self, hold: Hold, key: str) -> None:
         spent = await asyncio.to_thread(self.seed, hold.scope, hold.period)
         ttl = math.ceil(hold.ttl + 86_400) if hold.ttl is not None else None
@@ -229,18 +292,16 @@ class RedisStore:
             raise self.failed(exc) from exc
 
     # -- settlement -----------------------------------------------------------------------------------------------
-    async def settle(
+    def settle(
         self, ticket: str, extra: Sequence[Window], holds: Sequence[Hold], charges: Sequence[float]
     ) -> None:
         if not extra and not holds:
             return
         if self.down:
             return  # holds expire on their own; the database keeps the spend
-        args: list[Any] = [len(extra), len(holds), ticket, WINDOW_SECONDS]
-        args += [w.amount for w in extra] + [int(c * NANO) for c in charges]
-        self._pending.append((_keys(extra, holds), args))
-        if len(self._pending) > 10_000:  # a flusher that cannot keep up: drop the oldest, never grow
-            del self._pending[:1000]
+        self._settles.append((list(extra), list(holds), ticket, list(charges)))
+        if len(self._settles) > 10_000:  # a flusher that cannot keep up: drop the oldest, never grow
+            del self._settles[:1000]
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
         self._wake.set()
@@ -253,16 +314,23 @@ class RedisStore:
             await self.flush()
 
     async def flush(self) -> None:
-        batch, self._pending = self._pending, []
+        """Every pending settlement in one script call: token windows summed, each hold released."""
+        batch, self._settles = self._settles, []
         if not batch or self.down:
             return
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            for keys, args in batch:
-                await self._settle(keys=keys, args=args, client=pipe)
-            await pipe.execute()
-        except self.errors as exc:
-            self.failed(exc)
+        totals: dict[str, int] = {}
+        releases: list[tuple[Hold, str, float]] = []
+        for extra, holds, ticket, charges in batch:
+            for w in extra:
+                totals[w.name] = totals.get(w.name, 0) + w.amount
+            releases += [(h, ticket, c) for h, c in zip(holds, charges, strict=True)]
+        windows = [Window(name, 0, amount) for name, amount in totals.items()]
+        keys = _keys(windows, [h for h, _, _ in releases])
+        args: list[Any] = [len(windows), len(releases), WINDOW_SECONDS, *(w.amount for w in windows)]
+        for _, ticket, charge in releases:
+            args += [ticket, int(charge * NANO)]
+        with contextlib.suppress(StoreDown):
+            await self._run("settle", [(keys, args)])
 
     async def aclose(self) -> None:
         if self._flusher is not None:

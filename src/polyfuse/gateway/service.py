@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
 import logging
 import os
 from collections.abc import Mapping
@@ -118,6 +119,8 @@ class Gateway:
         self.metrics_token = settings.metrics_secret(env)
         self._settling: set[asyncio.Task[Any]] = set()
         self._dropped = 0
+        self._ticket_prefix = os.urandom(6).hex() + "-"  # unique per process; a counter after it, no syscall
+        self._tickets = itertools.count()
 
     @classmethod
     def build(
@@ -233,7 +236,9 @@ class Gateway:
     # -- do they fit ----------------------------------------------------------------------------------------------
     def _plan(self, principal: Principal, demand: Demand) -> tuple[Ticket, list[Window]]:
         key = principal.key
-        ticket = Ticket(os.urandom(9).hex(), principal, counted_tokens=demand.prompt_tokens)
+        ticket = Ticket(
+            f"{self._ticket_prefix}{next(self._tickets):x}", principal, counted_tokens=demand.prompt_tokens
+        )
         if key is None:
             return ticket, []
         team = self.settings.teams.get(key.team)
@@ -347,8 +352,9 @@ class Gateway:
 
     def _settle(self, ticket: Ticket, tpm: list[Window], charges: list[float]) -> None:
         assert self.store is not None
-        loop = asyncio.get_running_loop()
-        self.background(loop.create_task(self.store.settle(ticket.id, tpm, ticket.holds, charges)))
+        pending = self.store.settle(ticket.id, tpm, ticket.holds, charges)
+        if pending is not None:
+            self.background(asyncio.ensure_future(pending))
 
     def background(self, task: asyncio.Task[Any]) -> None:
         """Keep a reference to work finishing after a response (settlements, cache writes); awaited at close."""

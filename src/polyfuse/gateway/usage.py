@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from ..store.backends import Backend
 from ..store.errors import LogError
-from ..store.records import now_iso
 from .ledger import add_spend
 
-__all__ = ["UsageRecord", "UsageWriter", "COLUMNS"]
+__all__ = ["UsageRecord", "UsageWriter", "COLUMNS", "insert_usage"]
 
 log = logging.getLogger("polyfuse.gateway")
 
@@ -29,6 +30,10 @@ COLUMNS = (
     "created_at", "key_id", "team", "route", "model", "preset", "mode", "status", "error", "prompt_tokens",
     "completion_tokens", "cost", "cost_known", "latency", "cached", "run_uid",
 )  # fmt: skip
+
+
+def _stamp(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # as store.records.now_iso
 
 
 @dataclass(slots=True)
@@ -48,43 +53,53 @@ class UsageRecord:
     latency: float = 0.0
     cached: bool = False
     run_uid: str | None = None
-    created_at: str = field(default_factory=now_iso)
+    at: float = field(default_factory=time.time)  # formatted in the writer thread, off the request path
+    created_at: str | None = None
     charges: tuple[tuple[str, str, float], ...] = ()  # (scope, period, USD) to add to budget_spend
 
     def values(self) -> tuple[Any, ...]:
+        created = self.created_at or _stamp(self.at)
         return (
-            self.created_at, self.key_id, self.team, self.route, self.model, self.preset, self.mode,
+            created, self.key_id, self.team, self.route, self.model, self.preset, self.mode,
             self.status, self.error, self.prompt_tokens, self.completion_tokens, self.cost,
             int(self.cost_known), self.latency, int(self.cached), self.run_uid,
         )  # fmt: skip
 
 
-def insert_usage(backend: Backend, records: Iterable[UsageRecord]) -> int:
+def insert_usage(backend: Backend, records: Sequence[UsageRecord]) -> int:
     """Write records (and their budget charges) in one transaction; returns how many."""
     marks = ", ".join("?" * len(COLUMNS))
     sql = f"INSERT INTO api_usage ({', '.join(COLUMNS)}) VALUES ({marks})"
-    count = 0
+    rows = [r.values() for r in records]
+    charges: dict[tuple[str, str], float] = {}
+    for r in records:
+        for scope, period, amount in r.charges:
+            charges[scope, period] = charges.get((scope, period), 0.0) + amount
     with backend.transaction(write=True) as tx:
-        for r in records:
-            tx.execute(sql, r.values())
-            for scope, period, amount in r.charges:
-                if amount > 0:
-                    add_spend(tx, scope, period, amount)
-            count += 1
-    return count
+        tx.execute_many(sql, rows)
+        for (scope, period), amount in charges.items():
+            if amount > 0:
+                add_spend(tx, scope, period, amount)
+    return len(rows)
 
 
 class UsageWriter:
-    """A bounded queue of usage records written in batches by one background task."""
+    """A bounded queue of usage records written in batches by one background task: it waits ``interval``
+    seconds after the first record of a batch, so a busy server writes a few large transactions a second
+    instead of one per request."""
 
-    def __init__(self, backend: Backend, capacity: int = 10_000, batch: int = 500) -> None:
+    def __init__(
+        self, backend: Backend, capacity: int = 10_000, batch: int = 1000, interval: float = 0.05
+    ) -> None:
         self.backend = backend
         self.capacity = capacity
         self.batch = batch
+        self.interval = interval
         self.queue: deque[UsageRecord] = deque()
         self.dropped = 0
         self.written = 0
         self._wake = asyncio.Event()
+        self._closing = False
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -101,8 +116,10 @@ class UsageWriter:
         self._wake.set()
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             await self._wake.wait()
+            if not self._closing:
+                await asyncio.sleep(self.interval)  # let a batch gather
             self._wake.clear()
             await self.flush()
 
@@ -118,8 +135,10 @@ class UsageWriter:
                 )
 
     async def aclose(self) -> None:
+        """Write what is queued (a batch being written is finished, never abandoned), then stop."""
+        self._closing = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         await self.flush()

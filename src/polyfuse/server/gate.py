@@ -29,12 +29,12 @@ from ..gateway.service import Demand, Principal, Ticket
 from ..gateway.usage import UsageRecord
 from ..providers.pricing import estimate_tokens
 from ..store import parse_when
-from ..types import Completion, FusionResult, Usage
+from ..types import Completion, FusionResult, GenerationParams, Message, Usage
 from .asgi import JSONResponse, Request, Response, StreamResponse, encode
 from .errors import ApiError
 from .schemas import ChatCompletion, ChatCompletionRequest, ChunkDelta
 from .streaming import DONE, ChunkWriter
-from .translate import completion_id, fusion_response, generation_params, single_response, to_messages, words
+from .translate import completion_id, fusion_response, single_response, words
 
 if TYPE_CHECKING:
     from .app import ServerState
@@ -150,12 +150,17 @@ async def before_fusion(
 
 
 async def before_single(
-    state: ServerState, call: Call, req: ChatCompletionRequest, ids: list[str], headers: Mapping[str, str]
+    state: ServerState,
+    call: Call,
+    req: ChatCompletionRequest,
+    ids: list[str],
+    messages: list[Message],
+    params: GenerationParams,
+    headers: Mapping[str, str],
 ) -> Response | None:
     """The same for a pass-through (its model and every fallback)."""
     call.model, call.mode = req.model, "single"
     assert call.principal is not None
-    messages = to_messages(req)
     tokens = estimate_tokens(messages)
     estimate: float | None = 0.0
     if _needs_estimate(state, call.principal):
@@ -168,7 +173,7 @@ async def before_single(
             {
                 "models": ids,
                 "messages": [m.model_dump(mode="json") for m in messages],
-                "params": generation_params(req).model_dump(mode="json"),
+                "params": params.model_dump(mode="json"),
             },
             option=orjson.OPT_SORT_KEYS,
         ).decode()

@@ -116,9 +116,11 @@ async def _single(
     routes = _routes(state, req)
     call = request.call
     ids = [model_id for model_id, _ in routes]
-    if call is not None and (cached := await gate.before_single(state, call, req, ids, request.headers)):
-        return cached
     messages, params = to_messages(req), generation_params(req)
+    if call is not None and (
+        cached := await gate.before_single(state, call, req, ids, messages, params, request.headers)
+    ):
+        return cached
     error: ProviderError | None = None
     for model_id, model in routes:
         if not req.stream:
