@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import subprocess
 import sys
 import time
@@ -128,6 +129,23 @@ def test_rate_limit_holds_across_instances_and_metrics_match(cluster):
     assert statuses == {200: 30, 429: 70}, statuses
     assert all(int(r.headers["retry-after"]) >= 1 for _, r in results if r.status_code == 429)
     assert {r.json()["error"]["code"] for _, r in results if r.status_code == 429} == {"rate_limit_exceeded"}
+    usage = subprocess.run(
+        [*POLYFUSE, "usage", "--by", "team", "--format", "json", "--config", str(cluster["config"])],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert usage.returncode == 0, usage.stderr
+    deadline = time.time() + 5
+    while True:  # both instances' usage records reach the shared PostgreSQL (written in batches)
+        out = subprocess.run(
+            [*POLYFUSE, "usage", "--by", "key", "--format", "json", "--config", str(cluster["config"])],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        rows = [r for r in json.loads(out.stdout)["rows"] if r["requests"] == 100]
+        if rows:
+            assert (rows[0]["ok"], rows[0]["refused"]) == (30, 70)
+            break
+        assert time.time() < deadline, out.stdout
+        time.sleep(0.2)
     for u in urls:  # each instance's /metrics, summed over its two workers, counted exactly what it answered
         sent = Counter(r.status_code for target, r in results if target == u)
         ok, limited = before[u]

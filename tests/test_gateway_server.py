@@ -287,3 +287,33 @@ def test_usage_page_for_operators_in_a_real_browser(served):
         finally:
             browser.close()
     assert problems == []
+
+
+def test_serve_says_when_limits_hold_per_process_only(tmp_path, upstream):
+    """No redis_url: serve says at start that rate limits are per worker process; keys still work with
+    --no-log (they live in the log's database, which is then opened for the gateway alone)."""
+    config = f"""
+[providers.up]
+base_url = "{upstream.base_url}"
+[log]
+path = "{tmp_path / "runs.db"}"
+[gateway]
+keys = true
+key_refresh = 0.2
+[gateway.teams.solo]
+"""
+    with ServeProcess(tmp_path, config, workers=2, args=["--no-log"]) as server:
+        first = server.logs().splitlines()[0]
+        assert "rate limits hold per worker process only (with 2 workers a key can get up to 2x" in first
+        assert "budgets are held in the run-log database" in first and "run log off" in first
+        server.store_settings = load_config(server.config).log
+        _, secret = make_key(server, team="solo", rpm=2)
+        deadline = time.time() + 3
+        while (
+            httpx.get(f"{server.url}/v1/models", headers={"Authorization": f"Bearer {secret}"}).status_code
+            != 200
+        ):
+            assert time.time() < deadline
+        codes = [chat(server.url, secret).status_code for _ in range(8)]
+        # each of the two workers counts on its own: 2 each at most, so between 2 and 4 get through
+        assert 2 <= codes.count(200) <= 4 and codes.count(429) == 8 - codes.count(200)

@@ -122,9 +122,8 @@ async def test_budget_holds_settle_into_spend_and_refuse_with_402(env):
         await gw.admit(principal, _demand(estimate=0.1))
     assert err.value.metadata["held"] == pytest.approx(0.2) and err.value.metadata["budget"] == 0.25
     for t in tickets:  # each really cost 0.02
-        gw.finish(
-            t, UsageRecord("chat", "up/fast", 200, cost=0.02, prompt_tokens=10), Usage(prompt_tokens=10)
-        )
+        record = UsageRecord("chat", "up/fast", 200, cost=0.02, prompt_tokens=10)
+        gw.finish(principal, t, record, Usage(prompt_tokens=10))
     await gw.aclose()  # flush settlements and usage records
     scope, period = f"key:{principal.key.id}", period_of("month")[0]
     assert DbBudget(log.backend, 900).spent(scope, period) == pytest.approx(0.04)
@@ -170,7 +169,7 @@ async def test_redis_down_policy(tmp_path, redis_server, policy, budget_key, exp
             else:
                 ticket = await gw.admit(principal, _demand())
                 assert not ticket.reserved
-                gw.finish(ticket, UsageRecord("chat", "up/fast", 200, cost=0.05))
+                gw.finish(principal, ticket, UsageRecord("chat", "up/fast", 200, cost=0.05))
             assert sum_samples(gw.metrics.render().decode(), "polyfuse_shared_store_errors_total") == 1
         finally:
             redis_server.start()

@@ -5,7 +5,7 @@ budgets, and, once answered, what it cost.
     gateway.check_allowed(principal, demand)             # the key's allow-list, on top of the server's policy
     ticket = await gateway.admit(principal, demand)      # limits + budget holds, one round trip to Redis
     ... run the request ...
-    gateway.finish(ticket, record)                       # settle holds and tokens, usage record, metrics
+    gateway.finish(principal, ticket, record)            # settle holds and tokens, usage record, metrics
 
 Redis down: ``admit`` fails closed (503) for a key with a budget and open for rate limits, unless configured
 otherwise (``budgets_when_redis_down``, ``limits_when_redis_down``); every outage is logged once, counted in
@@ -329,9 +329,11 @@ class Gateway:
             self.metrics.refused(reason, scope)
 
     # -- what it cost ---------------------------------------------------------------------------------------------
-    def finish(self, ticket: Ticket | None, record: UsageRecord, usage: Usage | None = None) -> None:
-        """After the response: settle the holds and tokens, write the usage record, count the spend."""
-        principal = ticket.principal if ticket is not None else None
+    def finish(
+        self, principal: Principal, ticket: Ticket | None, record: UsageRecord, usage: Usage | None = None
+    ) -> None:
+        """After the response (``ticket`` None: refused before admission): settle the holds and tokens,
+        write the usage record, count the spend."""
         if principal is not None and principal.key is not None:
             record.key_id, record.team = principal.key.id, principal.key.team
         if ticket is not None and (ticket.holds or ticket.tpm) and self.store is not None:
@@ -347,7 +349,7 @@ class Gateway:
             if self.metrics is not None:
                 dropped, self._dropped = self.writer.dropped - self._dropped, self.writer.dropped
                 self.metrics.queue("usage", self.writer.depth, dropped)
-        if self.metrics is not None and usage is not None and principal is not None:
+        if self.metrics is not None and usage is not None:
             self.metrics.spend(principal.key_label, principal.team_label, record.model, usage, record.cost)
 
     def _settle(self, ticket: Ticket, tpm: list[Window], charges: list[float]) -> None:

@@ -257,7 +257,7 @@ def finish(state: ServerState, call: Call) -> None:
             latency=seconds,
             cached=call.cached,
         )
-        gw.finish(call.ticket, record, usage if call.result is None else None)
+        gw.finish(principal, call.ticket, record, usage if call.result is None else None)
     if (
         gw.cache is not None
         and call.cache_key is not None
