@@ -100,6 +100,13 @@ def litellm_on(tmp: Path, upstream: str, redis: RedisServer, port: int) -> subpr
     return proc
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), from /proc: the server's own cost per request,
+    which other load on the machine changes far less than it changes requests per second."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     ctx = mp.get_context("spawn")
     ports: mp.Queue[int] = ctx.Queue()
@@ -121,9 +128,13 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
                 procs.append(litellm_on(tmp, upstream, redis, 18443))
                 targets["litellm, key + Redis limits"] = ("http://127.0.0.1:18443/v1/chat/completions", KEY)
             runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+            pids = dict(zip(targets, (p.pid for p in procs), strict=True))
             for _ in range(args.rounds):  # interleaved: the machine is shared and noisy
                 for name, (url, key) in targets.items():
-                    runs[name].append(wrk(url, "up/fast", 16, args.seconds, tmp, key=key))
+                    before = cpu_seconds(pids[name])
+                    run = wrk(url, "up/fast", 16, args.seconds, tmp, key=key)
+                    run["cpu_us"] = 1e6 * (cpu_seconds(pids[name]) - before) / max(1, run["requests"])
+                    runs[name].append(run)
             with urllib.request.urlopen(
                 urllib.request.Request(
                     "http://127.0.0.1:18442/metrics", headers={"Authorization": f"Bearer {OPERATOR}"}
@@ -146,6 +157,7 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             "p50_ms": median_of(r, "p50_ms"),
             "non_2xx": sum(x["non_2xx"] for x in r),
             "requests": sum(x["requests"] for x in r),
+            "cpu_us": median_of(r, "cpu_us"),
         }
         for name, r in runs.items()
     }
@@ -159,11 +171,12 @@ def report(results: dict[str, dict[str, float]], args: argparse.Namespace) -> No
     print(
         f"pass-through, 1 worker, wrk -t1 -c16, {args.rounds} interleaved rounds of {args.seconds}s, medians"
     )
-    print(f"{'target':<32} {'req/s':>8} {'p50 ms':>8} {'non-2xx':>8}")
+    print(f"{'target':<32} {'req/s':>8} {'p50 ms':>8} {'CPU us/req':>11} {'non-2xx':>8}")
     for name, r in results.items():
-        print(f"{name:<32} {r['rps_16']:>8.0f} {r['p50_ms']:>8.2f} {r['non_2xx']:>8}")
+        print(f"{name:<32} {r['rps_16']:>8.0f} {r['p50_ms']:>8.2f} {r['cpu_us']:>11.0f} {r['non_2xx']:>8}")
     off, on = results["polyfuse, gateway off"], results["polyfuse, gateway on"]
-    print(f"gateway on / off: {on['rps_16'] / off['rps_16']:.2f} (goal >= 0.80)")
+    print(f"gateway on / off: {on['rps_16'] / off['rps_16']:.2f} in req/s (goal >= 0.80)")
+    print(f"gateway off / on in server CPU per request: {off['cpu_us'] / on['cpu_us']:.2f}")
     print(f"/metrics counted {on['metrics_count']:.0f} answered requests; wrk completed {on['requests']:.0f}")
     ll = results.get("litellm, key + Redis limits")
     if ll:
