@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from ..store.backends import Backend, Tx
+from ..store.errors import LogError
+from .errors import StoreDown
 from .limits import Hold, MemoryWindows, Refusal, Window
 
 __all__ = ["period_of", "DbBudget", "LocalStore", "add_spend"]
@@ -122,7 +124,11 @@ class LocalStore:
         if holds:
             if self.budget is None:
                 return Refusal("unavailable", holds[0].scope)
-            refusal = await asyncio.to_thread(self.budget.reserve, ticket, holds)
+            try:
+                refusal = await asyncio.to_thread(self.budget.reserve, ticket, holds)
+            except LogError as exc:  # the database is down: the gateway's fail-open/closed policy decides
+                self.windows.untake(windows, sec)
+                raise StoreDown(f"budget database unavailable: {exc}") from exc
             if refusal is not None:
                 self.windows.untake(windows, sec)
         return refusal
