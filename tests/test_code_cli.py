@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from reviewkit import sarif_errors
+
 POLYFUSE = [sys.executable, "-m", "polyfuse.cli.main", "code"]
 ENV = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
 
@@ -127,8 +129,50 @@ def test_review_on_the_bundled_models_gives_valid_sarif(tmp_path):
 
     if proc.returncode == 0:
         sarif = json.loads(proc.stdout)
-        assert sarif["version"] == "2.1.0"
+        assert sarif["version"] == "2.1.0" and sarif_errors(proc.stdout) == []
         for r in sarif["runs"][0]["results"]:
             assert r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "app.py"
     else:
         assert proc.returncode == 1 and "no candidate passed the checks" in proc.stderr
+
+
+REFUSED = [
+    ["generate", "add two numbers"],
+    ["complete", "m.py", "--line", "2", "--col", "5"],
+    ["transform", "m.py", "add types"],
+    ["tests", "m.py"],
+    ["debug", "--cmd", "python m.py"],
+]
+
+
+@pytest.mark.parametrize("args", REFUSED, ids=[a[0] for a in REFUSED])
+def test_without_an_adequate_sandbox_candidates_are_not_run(project, args):
+    no_bwrap = {**ENV, "PATH": str(project / "empty-bin")}  # bwrap cannot be found
+    proc = subprocess.run(
+        [*POLYFUSE, *args, *LOCAL], cwd=project, env=no_bwrap, capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert "bwrap is not installed" in proc.stderr and "[code] allow_weak_sandbox = true" in proc.stderr
+
+
+def test_the_checks_evidence_says_which_sandbox_ran_and_the_weak_one_needs_the_opt_in(project):
+    from polyfuse.testing.upstream import Behaviour, FakeUpstream
+
+    answer = "```python\ndef add(a, b):\n    return a + b\n```"
+    (project / "test_add.py").write_text(
+        "from solution import add\n\ndef test_add():\n    assert add(2, 3) == 5\n"
+    )
+    with FakeUpstream({"coder": Behaviour(text=answer, latency=0.05)}) as up:
+        config = f'[providers.fake]\nbase_url = "{up.base_url}"\nmax_retries = 0\n[log]\nenabled = false\n'
+        args = [*POLYFUSE, "generate", "add two numbers", "--tests", "test_add.py", "--pool", "fake/coder"]
+        for path, extra, sandbox in (
+            (ENV["PATH"], "", "bwrap"),
+            (str(project / "empty-bin"), "[code]\nallow_weak_sandbox = true\n", "landlock (weak)"),
+        ):
+            (project / "polyfuse.toml").write_text(config + extra)
+            env = {**ENV, "PATH": path}
+            proc = subprocess.run(args, cwd=project, env=env, capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 0, proc.stderr
+            assert "def add(a, b)" in proc.stdout
+            assert f"checks: (code ran in {sandbox})" in proc.stderr and "tests ok (1 passed)" in proc.stderr

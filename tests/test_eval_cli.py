@@ -200,3 +200,36 @@ def test_progress_bar_on_a_terminal(project):
     assert "━" in out and "/36" in out  # rich's bar with done/total, redrawn as arms finish
     assert "progress:" not in out  # the line-per-tenth fallback is for pipes only
     assert "recommendation:" in out
+
+
+def test_code_items_need_an_adequate_sandbox_or_the_users_opt_in(tmp_path):
+    """Without bwrap (here: not on PATH) code answers are not run at all, in one line with exit 2; with
+    ``[code] allow_weak_sandbox = true`` they run under the Landlock sandbox and are scored."""
+    answer = "```python\ndef one():\n    return 1\n```"
+    with FakeUpstream({"a": Behaviour(text=answer, latency=0.05)}) as up:
+        config = f'[providers.fake]\nbase_url = "{up.base_url}"\nmax_retries = 0\n[log]\nenabled = false\n'
+        (tmp_path / "polyfuse.toml").write_text(config)
+        items = [
+            {"id": "wrong", "prompt": "Write one().", "tests": "assert one() == 2", "scorer": "code"},
+            {"id": "right", "prompt": "Write one().", "tests": "assert one() == 1", "scorer": "code"},
+        ]
+        (tmp_path / "code.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
+        argv = [*POLYFUSE, "eval", "code.jsonl", "--pool", "fake/a", "--modes", "single", "--no-equal-budget"]
+        no_bwrap = {**ENV, "PATH": str(tmp_path / "empty-bin")}
+
+        def call() -> subprocess.CompletedProcess[str]:
+            args = [*argv, "--out", "out", "--format", "json"]
+            return subprocess.run(
+                args, capture_output=True, text=True, cwd=tmp_path, env=no_bwrap, timeout=300
+            )
+
+        refused = call()
+        assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        assert "bwrap is not installed" in refused.stderr and "allow_weak_sandbox = true" in refused.stderr
+        assert up.requests == [] and not (tmp_path / "out").exists()  # nothing ran, not even the models
+        (tmp_path / "polyfuse.toml").write_text(config + "[code]\nallow_weak_sandbox = true\n")
+        allowed = call()
+        assert allowed.returncode == 0, allowed.stderr
+        lines = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+        verdicts = {r["item"]: r["correct"] for r in lines if r["type"] == "result"}
+        assert verdicts == {"wrong": False, "right": True}

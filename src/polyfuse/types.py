@@ -100,6 +100,7 @@ class Check(_Strict):
     passed: bool
     detail: str = ""
     seconds: float = 0.0
+    sandbox: str | None = None  # which sandbox ran the code ("bwrap", "landlock (weak)"); None: nothing ran
 
 
 class Candidate(_Strict):

@@ -7,6 +7,8 @@ outcomes, the verdict and any redactions go to stderr.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,8 +17,9 @@ from typing import Any, TypeVar
 import click
 
 from ..code.checks import describe_no_survivors
+from ..code.sandbox import SandboxLimits, require_sandbox
 from ..code.task import CodeEnv
-from ..config import load_config
+from ..config import Config, load_config
 from ..errors import InvalidRequestError, NoSurvivorsError
 from ..providers.registry import ProviderHub
 from ..store import RunLog
@@ -48,8 +51,16 @@ def _common(fn: F) -> F:
     return fn
 
 
-def _execute(opts: dict[str, Any], task: Callable[[CodeEnv], Awaitable[T]]) -> T:
-    cfg = load_config(opts.pop("config_path", None))
+def _execute(
+    opts: dict[str, Any],
+    task: Callable[[CodeEnv], Awaitable[T]],
+    cfg: Config | None = None,
+    runs_code: bool = True,
+) -> T:
+    config_path = opts.pop("config_path", None)
+    cfg = cfg or load_config(config_path)
+    if runs_code:  # before any model runs: with no adequate sandbox, one line saying how to opt in (exit 2)
+        require_sandbox(SandboxLimits(allow_weak=cfg.code.allow_weak_sandbox))
     overrides = {"preset": opts.pop("preset", None), "judge": opts.pop("judge", None)}
     pool = opts.pop("pool", None)
     if pool:
@@ -77,7 +88,8 @@ def _report(result: FusionResult | None, redactions: tuple[str, ...], quiet: boo
         click.echo("redacted before sending: " + "; ".join(redactions), err=True)
     if result is None:
         return
-    click.echo("checks:", err=True)
+    ran_in = sorted({k.sandbox for c in result.candidates for k in c.checks if k.sandbox})
+    click.echo("checks:" + (f" (code ran in {', '.join(ran_in)})" if ran_in else ""), err=True)
     for c in result.candidates:
         marks = (
             ", ".join(f"{k.name} {'ok' if k.passed else 'FAILED'} ({k.detail})" for k in c.checks)
@@ -179,6 +191,7 @@ def debug(cmd: str | None, files: tuple[str, ...], verify: bool, root: str, quie
         lambda env: run(
             env, root=Path(root), cmd=cmd, traceback=traceback, files=[Path(f) for f in files], verify=verify
         ),
+        runs_code=cmd is not None,
     )
     click.echo(result.explanation + "\n")
     click.echo(result.diff, nl=False)
@@ -186,24 +199,99 @@ def debug(cmd: str | None, files: tuple[str, ...], verify: bool, root: str, quie
 
 
 @code.command()
-@click.option("--base", default="main", show_default=True, help="Branch, tag or commit to diff against.")
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "json", "sarif"]), default="text", show_default=True
+    "--base",
+    help="Branch, tag or commit to diff against (default: main; with --github the pull request's base).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "sarif", "github"]),
+    default="text",
+    show_default=True,
+    help="github: the exact payload of GitHub's create-review call (a dry run unless --github).",
 )
 @click.option(
     "--min-severity",
     type=click.Choice(["low", "medium", "high", "critical"]),
     help="Hide comments below this.",
 )
+@click.option(
+    "--min-agreement",
+    type=click.IntRange(1, 64),
+    help="Keep a comment only when at least K reviewers raised it; the rest are reported as disputed.",
+)
+@click.option("--max-comments", type=click.IntRange(0, 1000), help="At most this many comments.")
+@click.option(
+    "--show-disputed/--hide-disputed", default=None, help="List disputed comments apart, or only count them."
+)
+@click.option(
+    "--github",
+    is_flag=True,
+    help="Post the review on the pull request of this GitHub Actions run (GITHUB_TOKEN, GITHUB_REPOSITORY).",
+)
 @click.option("--root", default=".", help="The git work tree (default: the current directory).")
 @_common
-def review(base: str, fmt: str, min_severity: str | None, root: str, quiet: bool, **opts: Any) -> None:
-    """Review the changes against BASE."""
+def review(
+    base: str | None,
+    fmt: str,
+    min_severity: str | None,
+    min_agreement: int | None,
+    max_comments: int | None,
+    show_disputed: bool | None,
+    github: bool,
+    root: str,
+    quiet: bool,
+    **opts: Any,
+) -> None:
+    """Review the changes against BASE; .polyfuse/review.toml sets the gates (options override it)."""
+    from ..code import github_review as gh
+    from ..code.github import GitHubClient, actions_context
     from ..code.review import review as run
+    from ..code.review_config import load_review_options
     from ..code.review_format import FORMATS
 
-    result = _execute(opts, lambda env: run(env, Path(root), base=base, min_severity=min_severity))
-    click.echo(FORMATS[fmt](result))
+    cfg = load_config(opts.pop("config_path", None))
+    tree = Path(root)
+    options = load_review_options(
+        tree.resolve(),
+        cfg.code,
+        min_severity=min_severity,
+        min_agreement=min_agreement,
+        max_comments=max_comments,
+        show_disputed=show_disputed,
+    )
+    context = actions_context(os.environ) if github else None  # every setup mistake before any model call
+
+    async def check() -> Any:
+        assert context is not None
+        async with GitHubClient(context.api_url, context.token) as client:
+            return await gh.preflight(client, context.pull)
+
+    pull = asyncio.run(check()) if context is not None else None
+    base = base or (pull.base_sha if pull is not None else "main")
+    result = _execute(opts, lambda env: run(env, tree, base=base, options=options), cfg, runs_code=False)
+    moved: list[Any] = []
+    if context is not None and pull is not None:
+
+        async def post() -> gh.Published:
+            async with GitHubClient(context.api_url, context.token) as client:
+                return await gh.publish(client, pull, result)
+
+        published = asyncio.run(post())
+        moved = published.moved
+        if not quiet:
+            verb = "updated" if published.updated else "posted"
+            click.echo(
+                f"review {verb}: {published.url} ({published.posted} new, {published.kept} kept, "
+                f"{published.deleted} removed, {len(moved)} moved into the summary)",
+                err=True,
+            )
+    if fmt == "github":
+        commit = pull.head_sha if pull is not None else gh.head_commit(tree, os.environ)
+        click.echo(json.dumps(gh.review_payload(result, commit, moved), indent=2))
+    else:
+        click.echo(FORMATS[fmt](result))
     _report(result.fusion, result.redactions, quiet or fmt != "text")
 
 

@@ -107,7 +107,8 @@ def eval_command(
         return
     data = load_dataset(dataset, scorer=scorer, limit=limit)
     # The preset resolves like `polyfuse run` would; the prompt is per item, so a placeholder stands in.
-    request = load_config(config_path).build_request(
+    cfg = load_config(config_path)
+    request = cfg.build_request(
         "(per item)", preset=preset, pool=pool, judge=judge, rounds=rounds, max_tokens=max_tokens,
         temperature=temperature, member_timeout=member_timeout,
     )  # fmt: skip
@@ -127,6 +128,7 @@ def eval_command(
         sc_k=sc_k,
         seed=seed,
         concurrency=concurrency,
+        allow_weak_sandbox=cfg.code.allow_weak_sandbox,
     )
     if data.skipped:
         for s in data.skipped:

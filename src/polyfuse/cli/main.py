@@ -33,7 +33,7 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from . import code, keys, log, lsp, models, run, serve, usage
+    from . import code, keys, log, lsp, mcp, models, run, serve, usage
     from . import eval as eval_cli
 
     cli.add_command(run.run)
@@ -41,6 +41,7 @@ def _register() -> None:
     cli.add_command(serve.serve)
     cli.add_command(code.code)
     cli.add_command(lsp.lsp)
+    cli.add_command(mcp.mcp)
     cli.add_command(log.log)
     cli.add_command(keys.keys)
     cli.add_command(usage.usage)

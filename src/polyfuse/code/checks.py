@@ -169,7 +169,9 @@ def examples_check(limits: SandboxLimits | None = None, import_errors_fail: bool
         argv = [sys.executable, "-I", "_polyfuse_examples.py", program.main]
         res = await run_sandboxed(argv, files=files, limits=limits or SandboxLimits(timeout=10))
         if not res.ok:
-            return Check(name="examples", passed=False, detail=res.summary(), seconds=res.duration)
+            return Check(
+                name="examples", passed=False, detail=res.summary(), seconds=res.duration, sandbox=res.sandbox
+            )
         try:
             data = json.loads(res.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
@@ -179,11 +181,17 @@ def examples_check(limits: SandboxLimits | None = None, import_errors_fail: bool
         if "error" in data:
             if not import_errors_fail:
                 return None
-            return Check(name="examples", passed=False, detail=str(data["error"]), seconds=res.duration)
+            return Check(
+                name="examples",
+                passed=False,
+                detail=str(data["error"]),
+                seconds=res.duration,
+                sandbox=res.sandbox,
+            )
         if not data.get("attempted"):
             return None  # no examples to go by
         ok, detail, _ = _examples_detail(data)
-        return Check(name="examples", passed=ok, detail=detail, seconds=res.duration)
+        return Check(name="examples", passed=ok, detail=detail, seconds=res.duration, sandbox=res.sandbox)
 
     return check
 
@@ -224,12 +232,12 @@ def tests_check(test_file: str, limits: SandboxLimits | None = None, name: str =
         passed = counts.get("passed", 0)
         summary = ", ".join(f"{n} {k}" for k, n in counts.items()) or res.summary()
         if res.ok and passed > 0:
-            return Check(name=name, passed=True, detail=summary, seconds=res.duration)
+            return Check(name=name, passed=True, detail=summary, seconds=res.duration, sandbox=res.sandbox)
         failure = next((ln for ln in res.stdout.splitlines() if ln.startswith(("FAILED", "E "))), "")
         detail = summary if res.ok else f"{summary}; {_clip(failure or res.summary(), 300)}"
         if res.ok and passed == 0:
             detail = "no test ran"
-        return Check(name=name, passed=False, detail=detail, seconds=res.duration)
+        return Check(name=name, passed=False, detail=detail, seconds=res.duration, sandbox=res.sandbox)
 
     return check
 

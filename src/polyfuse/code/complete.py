@@ -22,7 +22,6 @@ from ..types import Candidate, FusionResult
 from .checks import CheckFailed, CheckSuite, Program, examples_check, syntax_check, syntax_error
 from .context import find_root, gather_context, read_source
 from .fim import FimAdapter, FimTask, template_for
-from .sandbox import SandboxLimits
 from .task import CodeEnv, language_of
 
 __all__ = ["CompleteResult", "complete", "complete_text", "cursor_offset"]
@@ -95,7 +94,7 @@ async def complete_text(
         name = _module_file(str(path))
         return Program({name: prefix + insertion + suffix}, name, lang, {"insertion": insertion})
 
-    limits = SandboxLimits(timeout=env.settings.sandbox_timeout)
+    limits = env.sandbox_limits()
     suite = CheckSuite(
         materialise,
         [syntax_check(not _hole_parses(prefix, suffix)), examples_check(limits, import_errors_fail=False)]

@@ -4,6 +4,7 @@ sandbox, before the judge sees it."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -65,6 +66,7 @@ async def run_command(
     """Run ``argv`` in a sandboxed scratch copy of the project, with ``changed`` files overlaid."""
     rf = RepoFilter(root)
     with tempfile.TemporaryDirectory(prefix="polyfuse-debug-") as tmp:
+        os.chmod(tmp, 0o711)  # searchable, not listable: a sandbox that drops to uid 65534 can reach the copy
         scratch = Path(tmp) / "project"
         _copy_project(root, scratch, rf)
         for rel, content in (changed or {}).items():
@@ -90,7 +92,13 @@ def _mentioned(output: str, root: Path, rf: RepoFilter) -> list[Path]:
 def _verify_check(argv: list[str], root: Path, limits: SandboxLimits) -> CheckFn:
     async def check(program: Program) -> Check:
         res = await run_command(argv, root, program.files, limits)
-        return Check(name="command passes", passed=res.ok, detail=res.summary(), seconds=res.duration)
+        return Check(
+            name="command passes",
+            passed=res.ok,
+            detail=res.summary(),
+            seconds=res.duration,
+            sandbox=res.sandbox,
+        )
 
     return check
 
@@ -124,7 +132,7 @@ async def debug(
     argv = _argv(cmd, root) if cmd is not None else None
     for f in files or []:
         read_source(f)
-    limits = SandboxLimits(timeout=env.settings.sandbox_timeout)
+    limits = env.sandbox_limits()
     run = None
     output = traceback or ""
     if argv is not None:

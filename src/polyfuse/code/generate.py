@@ -11,7 +11,6 @@ from ..errors import InvalidRequestError
 from ..types import Candidate, FusionResult, Message
 from .checks import CheckFailed, CheckFn, CheckSuite, Program, examples_check, syntax_check, tests_check
 from .context import read_source
-from .sandbox import SandboxLimits
 from .task import CodeEnv, extract_code, raw_for_base
 
 __all__ = ["GenerateResult", "generate"]
@@ -72,7 +71,7 @@ async def generate(
         raise InvalidRequestError(f"module name {module!r} is not a valid identifier")
     tests_text = read_source(tests) if tests is not None else None
     shown_tests = env.prepare(tests_text, str(tests)) if tests_text is not None else None
-    limits = SandboxLimits(timeout=env.settings.sandbox_timeout)
+    limits = env.sandbox_limits()
     checks: list[CheckFn] = []
     if lang == "python":
         checks += [syntax_check(), examples_check(limits)]

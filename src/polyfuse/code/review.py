@@ -1,8 +1,9 @@
 """``review``: review a git diff. Each member answers JSON comments (file, line, severity, category, message,
 suggestion); a review must parse and its comments must point into the diff before the judge ranks the reviews.
 Comments from every surviving review are merged: where members disagree (one flags an issue others did not, or
-they rate it differently) the comment says so. A style guide (``.polyfuse/styleguide.md``) and a severity
-threshold apply."""
+they rate it differently) the comment says so. Then the gates of ``ReviewOptions`` apply: a severity threshold,
+a consensus bar (``min_agreement``: comments fewer reviewers raised are kept apart as *disputed*, never silently
+dropped), a maximum number of comments, ignored files and a style guide."""
 
 from __future__ import annotations
 
@@ -17,13 +18,24 @@ from ..errors import InvalidRequestError
 from ..types import Candidate, FusionResult, Message
 from .checks import CheckFailed, CheckSuite, Program
 from .context import RepoFilter
+from .review_config import ReviewOptions, load_review_options
 from .settings import SEVERITIES
 from .task import CodeEnv
 
-__all__ = ["ReviewComment", "ReviewResult", "review", "CATEGORIES", "changed_lines", "git_diff"]
+__all__ = [
+    "ReviewComment",
+    "ReviewResult",
+    "review",
+    "gate",
+    "CATEGORIES",
+    "changed_lines",
+    "git_diff",
+    "split_files",
+]
 
 CATEGORIES = ("correctness", "security", "efficiency", "maintainability")
 _MAX_COMMENTS = 6
+_MAX_STYLEGUIDE = 20_000  # characters of the style guide given to the reviewers
 _NEAR = 3  # lines: comments this close on the same file and category are the same issue
 
 
@@ -44,12 +56,18 @@ class ReviewComment:
 
 @dataclass
 class ReviewResult:
-    comments: list[ReviewComment]
+    comments: list[ReviewComment]  # kept: severe enough, raised by at least min_agreement reviewers
     base: str
     fusion: FusionResult
     styleguide: str | None = None
     filtered: int = 0  # comments below the severity threshold
     redactions: tuple[str, ...] = ()
+    disputed: list[ReviewComment] = field(default_factory=list)  # below the consensus bar, reported apart
+    options: ReviewOptions = field(default_factory=ReviewOptions)
+    over_limit: int = 0  # kept comments beyond max_comments
+    reviewers: list[str] = field(default_factory=list)  # members whose review survived the checks
+    files: dict[str, str] = field(default_factory=dict)  # path -> that file's part of the diff
+    ignored: list[str] = field(default_factory=list)  # changed files left out by the ignore globs
 
 
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -61,6 +79,8 @@ def git_diff(root: Path, base: str) -> str:
         raise InvalidRequestError(f"{root} is not a directory")
     if _git(root, "rev-parse", "--is-inside-work-tree").returncode != 0:
         raise InvalidRequestError(f"{root} is not a git repository; review needs one")
+    if not base or base.startswith("-"):  # never let a base be read as an option of git
+        raise InvalidRequestError(f"invalid base '{base}': name a branch, tag or commit")
     if _git(root, "rev-parse", "--verify", "--quiet", f"{base}^{{commit}}").returncode != 0:
         raise InvalidRequestError(f"unknown base '{base}' in {root}: name a branch, tag or commit")
     res = _git(root, "diff", "--no-color", "--no-ext-diff", "--unified=3", base, "--")
@@ -69,7 +89,7 @@ def git_diff(root: Path, base: str) -> str:
     return res.stdout
 
 
-def _split_files(diff: str) -> dict[str, str]:
+def split_files(diff: str) -> dict[str, str]:
     parts: dict[str, str] = {}
     for chunk in re.split(r"(?m)^(?=diff --git )", diff):
         m = re.search(r"^\+\+\+ b/(.+)$", chunk, re.M)
@@ -143,7 +163,7 @@ def _comment(raw: dict[str, Any], files: dict[str, set[int]]) -> ReviewComment |
         severity if severity in SEVERITIES else "medium",
         category if category in CATEGORIES else "maintainability",
         str(raw.get("message", "")).strip(),
-        str(raw.get("suggestion", "")).strip(),
+        str(raw.get("suggestion", "")).rstrip().strip("\n"),  # indentation matters in a code suggestion
     )
 
 
@@ -152,8 +172,9 @@ def _prompt(diff: str, styleguide: str | None) -> list[Message]:
     user = (
         f"{guide}Review this change. Report real problems only, each with the file, the line number in the new "
         "version, a severity (low, medium, high, critical), a category (correctness, security, efficiency, "
-        'maintainability), a message and a suggested change. Reply with JSON: {"comments": [...]} (an empty '
-        f"list if the change is fine).\n\n```diff\n{diff}\n```"
+        "maintainability), a message and a suggestion: the corrected code for that line (empty if you have "
+        'none). Reply with JSON: {"comments": [...]} (an empty list if the change is fine).'
+        f"\n\n```diff\n{diff}\n```"
     )
     return [
         Message(role="system", content="You are a careful senior code reviewer."),
@@ -162,17 +183,32 @@ def _prompt(diff: str, styleguide: str | None) -> list[Message]:
 
 
 async def review(
-    env: CodeEnv, root: Path, *, base: str = "main", min_severity: str | None = None
+    env: CodeEnv,
+    root: Path,
+    *,
+    base: str = "main",
+    diff: str | None = None,
+    options: ReviewOptions | None = None,
+    min_severity: str | None = None,
 ) -> ReviewResult:
+    """Review the work tree at ``root`` against ``base`` (or the given unified ``diff``). ``options`` default to
+    ``[code]`` plus ``.polyfuse/review.toml``; ``min_severity`` overrides theirs."""
     root = root.resolve()
-    diff = git_diff(root, base)
+    if options is None:
+        options = load_review_options(root, env.settings)
+    options = options.merged(min_severity=min_severity)
+    _check_agreement(env, options.min_agreement)
+    if diff is None:
+        diff = git_diff(root, base)
     rf = RepoFilter(root)
-    per_file = {f: d for f, d in _split_files(diff).items() if not rf.ai_excluded(root / f)}
+    ignore = _ignore_spec(options.ignore)
+    every = split_files(diff)
+    ignored = sorted(f for f in every if ignore is not None and ignore.match_file(f))
+    per_file = {f: d for f, d in every.items() if f not in ignored and not rf.ai_excluded(root / f)}
     if not per_file:
         raise InvalidRequestError(f"nothing to review: no changes against {base}")
     files = {f: changed_lines(d) for f, d in per_file.items()}
-    guide_path = root / env.settings.styleguide
-    styleguide = guide_path.read_text(encoding="utf-8") if guide_path.is_file() else None
+    styleguide = _styleguide(root, options.styleguide)
     shown = "".join(env.prepare(d, f) for f, d in per_file.items())
 
     def materialise(c: Candidate) -> Program:
@@ -189,9 +225,65 @@ async def review(
     suite = CheckSuite(materialise, [])
     result = await env.fuse(_prompt(shown, styleguide), screen=suite, json_schema=_schema())
     merged = merge_comments(suite, result)
-    threshold = SEVERITIES.index(min_severity or env.settings.min_severity)
-    kept = [c for c in merged if SEVERITIES.index(c.severity) >= threshold]
-    return ReviewResult(kept, base, result, styleguide, len(merged) - len(kept), tuple(env.redactor.report()))
+    reviewers = [c.member for c in result.candidates if c.ok and c.member in suite.programs]
+    kept, disputed, filtered, over_limit = gate(merged, options)
+    return ReviewResult(
+        kept,
+        base,
+        result,
+        styleguide,
+        filtered,
+        tuple(env.redactor.report()),
+        disputed=disputed,
+        options=options,
+        over_limit=over_limit,
+        reviewers=reviewers,
+        files=per_file,
+        ignored=ignored,
+    )
+
+
+def gate(
+    merged: list[ReviewComment], options: ReviewOptions
+) -> tuple[list[ReviewComment], list[ReviewComment], int, int]:
+    """(kept, disputed, below the severity threshold, over the maximum): severity first, then the consensus bar
+    (a comment fewer than ``min_agreement`` reviewers raised is disputed), then the maximum number of comments."""
+    threshold = SEVERITIES.index(options.min_severity)
+    severe = [c for c in merged if SEVERITIES.index(c.severity) >= threshold]
+    agreed = [c for c in severe if len(c.raised_by) >= options.min_agreement]
+    disputed = [c for c in severe if len(c.raised_by) < options.min_agreement]
+    limit = len(agreed) if options.max_comments is None else options.max_comments
+    return agreed[:limit], disputed, len(merged) - len(severe), max(0, len(agreed) - limit)
+
+
+def _styleguide(root: Path, name: str) -> str | None:
+    """The style guide's text. It must live inside the repository: a pull request may change review.toml, and
+    a path like /proc/self/environ would hand the run's secrets to the models."""
+    path = (root / name).resolve()
+    if not path.is_relative_to(root):
+        raise InvalidRequestError(
+            f"the style guide '{name}' is outside the repository; name a file inside it"
+        )
+    if not path.is_file():
+        return None
+    return path.read_text(encoding="utf-8", errors="replace")[:_MAX_STYLEGUIDE]
+
+
+def _check_agreement(env: CodeEnv, min_agreement: int) -> None:
+    pool = env.request([Message(role="user", content="probe")]).pool
+    if min_agreement > len(pool):
+        raise InvalidRequestError(
+            f"min_agreement {min_agreement} is more than the {len(pool)} reviewers in the pool: "
+            "lower it or add members"
+        )
+
+
+def _ignore_spec(patterns: list[str]) -> Any:
+    if not patterns:
+        return None
+    import pathspec  # the 'code' extra; RepoFilter has already said how to install it when missing
+
+    return pathspec.GitIgnoreSpec.from_lines(patterns)
 
 
 def merge_comments(suite: CheckSuite, result: FusionResult) -> list[ReviewComment]:

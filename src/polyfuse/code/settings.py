@@ -27,6 +27,8 @@ class CodeSettings(BaseModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     latency_budget: float = Field(default=2.0, ge=0)  # complete's fast path: first good candidate within this
     sandbox_timeout: float = Field(default=20.0, gt=0)
+    # Run candidates under the Landlock fallback where bwrap cannot run (see the README's sandbox section).
+    allow_weak_sandbox: bool = False
     fim_templates: dict[str, str] = Field(default_factory=dict)  # model id -> template name
     styleguide: str = ".polyfuse/styleguide.md"
     min_severity: Literal["low", "medium", "high", "critical"] = "low"

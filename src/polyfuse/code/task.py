@@ -24,6 +24,7 @@ from ..store import RunLog
 from ..types import Candidate, FusionResult, GenerationParams, Message
 from .checks import CheckSuite
 from .redact import Redactor, is_remote_model
+from .sandbox import SandboxLimits
 from .settings import CodeSettings
 
 __all__ = [
@@ -94,6 +95,11 @@ class CodeEnv:
             temperature=s.temperature,
             **overrides,
         )
+
+    def sandbox_limits(self) -> SandboxLimits:
+        """How candidates of this task run: its timeout, and whether the weak sandbox is allowed."""
+        s = self.settings
+        return SandboxLimits(timeout=s.sandbox_timeout, allow_weak=s.allow_weak_sandbox)
 
     def model_ids(self) -> list[str]:
         probe = self.request([Message(role="user", content="probe")])

@@ -12,7 +12,6 @@ from ..errors import InvalidRequestError
 from ..types import Candidate, FusionResult, Message
 from .checks import CheckFailed, CheckSuite, Program, syntax_check, tests_check
 from .context import read_source
-from .sandbox import SandboxLimits
 from .task import CodeEnv, extract_code
 
 __all__ = ["TestsResult", "generate_tests"]
@@ -64,7 +63,7 @@ async def generate_tests(env: CodeEnv, path: Path, *, function: str | None = Non
             raise CheckFailed("extracts", "no test function in the answer")
         return Program({f"{module}.py": source, test_name: code}, test_name)
 
-    limits = SandboxLimits(timeout=env.settings.sandbox_timeout)
+    limits = env.sandbox_limits()
     suite = CheckSuite(
         materialise, [syntax_check(), tests_check(test_name, limits, name="tests pass on the code")]
     )

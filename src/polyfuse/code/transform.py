@@ -16,7 +16,6 @@ from ..types import Candidate, FusionResult, Message
 from .checks import CheckFailed, CheckSuite, Program, examples_check, syntax_check, syntax_error
 from .context import find_root, gather_context, read_source
 from .edits import EDIT_FORMAT_HELP, Edit, EditError, apply_to_files, atomic_write, parse_edits, unified_diff
-from .sandbox import SandboxLimits
 from .task import CodeEnv, check_range, extract_code, language_of
 
 __all__ = ["TransformResult", "transform", "transform_text"]
@@ -150,7 +149,7 @@ async def transform_text(
         name = rel if lang != "python" or rel.endswith(".py") else "candidate.py"
         return Program({name: new}, name, lang, {"diff": unified_diff(text, new, rel)})
 
-    limits = SandboxLimits(timeout=env.settings.sandbox_timeout)
+    limits = env.sandbox_limits()
     checks = (
         [syntax_check(syntax_error(text) is not None), examples_check(limits, import_errors_fail=False)]
         if lang == "python"

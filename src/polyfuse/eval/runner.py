@@ -45,7 +45,8 @@ class Evaluation:
         self.hub = hub
         self.results = results
         self.progress = progress
-        self.scoring = ScoringContext(grader=hub.model(spec.grader) if spec.grader else None)
+        grader = hub.model(spec.grader) if spec.grader else None
+        self.scoring = ScoringContext(grader=grader, sandbox=spec.sandbox)
         self.sc_plan: SelfConsistencyPlan | None = None
         self._done = 0
         replay.install(hub)

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..code.sandbox import SandboxLimits, require_sandbox
 from ..fusion.strategies import get_strategy, strategy_names
 from ..providers.base import MemberSpec
 from ..types import GenerationParams
@@ -50,6 +51,7 @@ class EvalSpec:
     sc_k: int | None = None  # None: chosen to match the fused pool's tokens
     seed: int = 0
     concurrency: int = 2
+    allow_weak_sandbox: bool = False  # code items may run under the Landlock fallback ([code] in the config)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -71,6 +73,13 @@ class EvalSpec:
             raise EvalError(f"rounds must be at least 1 (got {self.rounds})")
         if any(_needs_grader(s) for s in self.dataset.scorers) and not self.grader:
             raise EvalError("the rubric scorer needs a grader model of its own: --grader MODEL")
+        if "code" in self.dataset.scorers:
+            require_sandbox(self.sandbox)  # before any model runs: no adequate sandbox is one line, exit 2
+
+    @property
+    def sandbox(self) -> SandboxLimits:
+        """How the code scorer runs answers."""
+        return SandboxLimits(timeout=15.0, cpu_seconds=10, allow_weak=self.allow_weak_sandbox)
 
     @property
     def fusion_modes(self) -> list[str]:

@@ -59,11 +59,19 @@ class ProviderHub:
     Use one hub per process (or per server), and close it: ``async with ProviderHub(config) as hub: ...``.
     """
 
-    def __init__(self, config: Config | None = None, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config | None = None,
+        env: Mapping[str, str] | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """``headers`` go on every upstream call of this hub (e.g. the MCP server's hop count)."""
         from ..config import Config  # local import: config imports fusion, which imports providers
 
         self.config = config or Config()
         self.env: Mapping[str, str] = os.environ if env is None else env
+        self.headers = dict(headers or {})
         self.prices = PriceTable({k: (p.input, p.output) for k, p in self.config.prices.items()})
         self._factories: dict[str, ModelFactory] = {}
         self._models: dict[str, ChatModel] = {}
@@ -154,7 +162,7 @@ class ProviderHub:
                 name=name,
                 base_url=base_url,
                 api_key=api_key,
-                headers=dict(settings.headers) if settings else {},
+                headers={**(settings.headers if settings else {}), **self.headers},
                 connect_timeout=settings.connect_timeout if settings else 10.0,
                 read_timeout=settings.read_timeout if settings else 300.0,
                 max_retries=settings.max_retries if settings else 2,
