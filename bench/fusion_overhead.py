@@ -91,7 +91,7 @@ async def run_straggler(hub: ProviderHub, runs: int) -> dict[str, float]:
 
 async def main_async(port: int, runs: int) -> dict[str, object]:
     cfg = Config.model_validate({"providers": {"up": {"base_url": f"http://127.0.0.1:{port}/v1"}}})
-    async with ProviderHub(cfg, env={}) as hub:
+    async with ProviderHub.from_config(cfg, env={}) as hub:
         pools = [await run_pool(hub, n, runs) for n in (2, 4, 8)]
         straggler = await run_straggler(hub, max(3, runs // 5))
     return {"pools": pools, "straggler": straggler}

@@ -100,13 +100,6 @@ def litellm_on(tmp: Path, upstream: str, redis: RedisServer, port: int) -> subpr
     return proc
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads), from /proc: the server's own cost per request,
-    which other load on the machine changes far less than it changes requests per second."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     ctx = mp.get_context("spawn")
     ports: mp.Queue[int] = ctx.Queue()
@@ -131,10 +124,7 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             pids = dict(zip(targets, (p.pid for p in procs), strict=True))
             for _ in range(args.rounds):  # interleaved: the machine is shared and noisy
                 for name, (url, key) in targets.items():
-                    before = cpu_seconds(pids[name])
-                    run = wrk(url, "up/fast", 16, args.seconds, tmp, key=key)
-                    run["cpu_us"] = 1e6 * (cpu_seconds(pids[name]) - before) / max(1, run["requests"])
-                    runs[name].append(run)
+                    runs[name].append(wrk(url, "up/fast", 16, args.seconds, tmp, pid=pids[name], key=key))
             with urllib.request.urlopen(
                 urllib.request.Request(
                     "http://127.0.0.1:18442/metrics", headers={"Authorization": f"Bearer {OPERATOR}"}

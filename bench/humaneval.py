@@ -108,7 +108,7 @@ async def main() -> None:
     # a shared 2-core machine can be slow: generous timeouts, so that a slow answer is not a failed one
     bench = {"pool": MODELS, "judge": MODELS[0], "member_timeout": 900, "judge_timeout": 900}
     cfg = load_config(data={"presets": {"bench": bench}})
-    async with ProviderHub(cfg) as hub:
+    async with ProviderHub.from_config(cfg) as hub:
         env = CodeEnv.create(
             cfg, hub, pool=MODELS, judge=MODELS[0], context_tokens=0, complete_max_tokens=160
         )

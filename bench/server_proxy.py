@@ -84,7 +84,10 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], seconds: float = 120) ->
     raise RuntimeError(f"{url} did not come up")
 
 
-def start_polyfuse(tmp: Path, upstream: str, port: int, workers: int) -> subprocess.Popen[bytes]:
+def start_polyfuse(
+    tmp: Path, upstream: str, port: int, workers: int, src: str | None = None
+) -> subprocess.Popen[bytes]:
+    """``src``: run the polyfuse found in that source tree instead (a before/after comparison in one run)."""
     config = tmp / "polyfuse.toml"
     config.write_text(
         f'[server]\napi_keys = ["{KEY}"]\n\n[providers.up]\nbase_url = "{upstream}"\nmax_retries = 0\n\n'
@@ -92,7 +95,9 @@ def start_polyfuse(tmp: Path, upstream: str, port: int, workers: int) -> subproc
     )
     exe = Path(sys.executable).with_name("polyfuse")
     argv = [str(exe), "serve", "--port", str(port), "--workers", str(workers), "--config", str(config)]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=(tmp / "polyfuse.log").open("wb"))
+    env = {**os.environ, "PYTHONPATH": src} if src else None
+    log = (tmp / f"polyfuse-{port}.log").open("wb")
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, env=env)
     wait_ready(f"http://127.0.0.1:{port}/health", proc)
     return proc
 
@@ -120,22 +125,41 @@ def start_litellm(tmp: Path, upstream: str, port: int, workers: int) -> subproce
     return proc
 
 
-def wrk(url: str, model: str, connections: int, seconds: int, tmp: Path, key: str = KEY) -> dict[str, float]:
+def tree_cpu(pid: int | None) -> float:
+    """CPU seconds used so far by a process and its children (uvicorn's workers)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(tree_cpu(int(c)) for c in children)
+
+
+def wrk(
+    url: str, model: str, connections: int, seconds: int, tmp: Path, pid: int | None = None, key: str = KEY
+) -> dict[str, float]:
+    """One wrk run; with ``pid``, also the server's CPU per request (robust to a busy machine, unlike req/s)."""
     script = tmp / f"post-{model.replace('/', '_')}-{key[-6:]}.lua"
     script.write_text(LUA % (model, key))
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
+    cpu = tree_cpu(pid)
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    cpu = tree_cpu(pid) - cpu
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: .*", out)
-    done = re.search(r"(\d+) requests in", out)
     return {
         "rps": rps,
-        "requests": int(done.group(1)) if done else 0,
+        "requests": requests,
         "p50_ms": float(p50.group(1)) * _UNITS[p50.group(2)] if p50 else float("nan"),
         "non_2xx": int(bad.group(1)) if bad else 0,
         "socket_errors": errors.group(0) if errors else "",
+        "cpu_us": cpu / max(1, requests) * 1e6 if pid is not None else float("nan"),
     }
 
 
@@ -144,17 +168,20 @@ def median_of(runs: list[dict[str, float]], key: str) -> float:
     return values[len(values) // 2]
 
 
-def measure(targets: dict[str, tuple[str, str, str]], args: argparse.Namespace, tmp: Path) -> dict[str, dict]:
+def measure(
+    targets: dict[str, tuple[str, str, str]], pids: dict[str, int], args: argparse.Namespace, tmp: Path
+) -> dict[str, dict]:
     """Interleave the targets round by round (the machine is shared and noisy), keep the median per target."""
     out: dict[str, dict] = {name: {"rps16": [], "c1": [], "slow64": []} for name in targets}
     for _ in range(args.rounds):
         for name, (url, fast, slow) in targets.items():
-            out[name]["rps16"].append(wrk(url, fast, 16, args.seconds, tmp))
+            out[name]["rps16"].append(wrk(url, fast, 16, args.seconds, tmp, pids.get(name)))
             out[name]["c1"].append(wrk(url, fast, 1, args.seconds, tmp))
             out[name]["slow64"].append(wrk(url, slow, 64, args.seconds, tmp))
     return {
         name: {
             "rps_16": median_of(runs["rps16"], "rps"),
+            "cpu_us_16": median_of(runs["rps16"], "cpu_us"),
             "p50_c1_ms": median_of(runs["c1"], "p50_ms"),
             "p50_slow_c64_ms": median_of(runs["slow64"], "p50_ms"),
             "non_2xx": sum(r["non_2xx"] for key in runs for r in runs[key]),
@@ -169,6 +196,9 @@ def main() -> dict[str, object]:
     parser.add_argument("--seconds", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument(
+        "--baseline-src", help="also measure the polyfuse in this source tree (e.g. `git archive main src`)"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench/server_proxy.py needs wrk: apt-get install wrk")
@@ -184,16 +214,31 @@ def main() -> dict[str, object]:
             targets = {"upstream (direct)": (upstream + "/chat/completions", "fast", "slow")}
             procs.append(start_polyfuse(tmp, upstream, 18431, args.workers))
             targets["polyfuse"] = ("http://127.0.0.1:18431/v1/chat/completions", "up/fast", "up/slow")
+            if args.baseline_src:
+                procs.append(start_polyfuse(tmp, upstream, 18433, args.workers, args.baseline_src))
+                targets["polyfuse baseline"] = (
+                    "http://127.0.0.1:18433/v1/chat/completions",
+                    "up/fast",
+                    "up/slow",
+                )
             if not args.no_litellm:
                 procs.append(start_litellm(tmp, upstream, 18432, args.workers))
                 targets["litellm"] = ("http://127.0.0.1:18432/v1/chat/completions", "up/fast", "up/slow")
-            results = measure(targets, args, tmp)
-            fused = [
-                wrk(targets["polyfuse"][0], "polyfuse/trio", 16, args.seconds, tmp)
-                for _ in range(args.rounds)
-            ]
-            results["polyfuse"]["fused_rps_16"] = median_of(fused, "rps")
-            results["polyfuse"]["fused_non_2xx"] = sum(r["non_2xx"] for r in fused)
+            pids = {
+                name: procs[i].pid for i, name in enumerate(n for n in targets if n != "upstream (direct)")
+            }
+            results = measure(targets, pids, args, tmp)
+            fused_targets = [name for name in ("polyfuse", "polyfuse baseline") if name in targets]
+            fused: dict[str, list[dict[str, float]]] = {name: [] for name in fused_targets}
+            for _ in range(args.rounds):  # interleaved, like the rest
+                for name in fused_targets:
+                    fused[name].append(
+                        wrk(targets[name][0], "polyfuse/trio", 16, args.seconds, tmp, pids.get(name))
+                    )
+            for name, runs in fused.items():
+                results[name]["fused_rps_16"] = median_of(runs, "rps")
+                results[name]["fused_cpu_us"] = median_of(runs, "cpu_us")
+                results[name]["fused_non_2xx"] = sum(r["non_2xx"] for r in runs)
         finally:
             for proc in procs:
                 proc.terminate()
@@ -208,18 +253,23 @@ def report(results: dict[str, dict], args: argparse.Namespace) -> None:
     direct = results["upstream (direct)"]
     print(f"single-model pass-through, {args.workers} worker(s), wrk -t1, medians of {args.rounds} rounds")
     print(
-        f"{'target':<18} {'req/s @16':>10} {'p50 @1 ms':>10} {'added ms':>9} {'p50 200ms-upstream @64':>23} {'non-2xx':>8}"
+        f"{'target':<18} {'req/s @16':>10} {'CPU us/req':>10} {'p50 @1 ms':>10} {'added ms':>9} "
+        f"{'p50 200ms-upstream @64':>23} {'non-2xx':>8}"
     )
     for name, r in results.items():
         added = r["p50_c1_ms"] - direct["p50_c1_ms"]
         print(
-            f"{name:<18} {r['rps_16']:>10.0f} {r['p50_c1_ms']:>10.2f} {added:>9.2f} {r['p50_slow_c64_ms']:>23.1f} "
-            f"{r['non_2xx']:>8}"
+            f"{name:<18} {r['rps_16']:>10.0f} {r['cpu_us_16']:>10.0f} {r['p50_c1_ms']:>10.2f} {added:>9.2f} "
+            f"{r['p50_slow_c64_ms']:>23.1f} {r['non_2xx']:>8}"
         )
     pf = results["polyfuse"]
-    print(
-        f"polyfuse fused (pool of 3 + judge, best-of) req/s @16: {pf['fused_rps_16']:.0f} (non-2xx {pf['fused_non_2xx']})"
-    )
+    for name in ("polyfuse", "polyfuse baseline"):
+        if "fused_rps_16" in results.get(name, {}):
+            r = results[name]
+            print(
+                f"{name} fused (pool of 3 + judge, best-of) req/s @16: {r['fused_rps_16']:.0f}, "
+                f"server CPU {r['fused_cpu_us']:.0f} us/req (non-2xx {r['fused_non_2xx']})"
+            )
     if "litellm" in results:
         ll = results["litellm"]
         print(

@@ -14,6 +14,7 @@ from typing import Any
 import uvicorn
 
 from polyfuse.cli.serve import listening_socket
+from polyfuse.server.protocol import uvicorn_config
 
 POLYFUSE = str(Path(sys.executable).with_name("polyfuse"))
 
@@ -25,7 +26,10 @@ class ServerThread:
         self.app = app
         self.sock = listening_socket("127.0.0.1", 0)
         self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1)
+        settings = getattr(getattr(app, "state", None), "settings", None)
+        kw: dict[str, Any] = {"log_level": "warning", "access_log": False, "timeout_graceful_shutdown": 1}
+        # the polyfuse app runs under the same connection limits as `polyfuse serve`
+        config = uvicorn_config(app, settings, **kw) if settings is not None else uvicorn.Config(app, **kw)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
@@ -88,7 +92,7 @@ class ServeProcess:
         deadline = time.time() + 60
         while True:
             text = self.log.read_text()
-            found = re.search(r"serving on http://127\.0\.0\.1:(\d+)", text)
+            found = re.search(r"serving on http://[^ ]*:(\d+) ", text)
             if found and text.count("startup complete") >= self.workers:  # every worker is up
                 self.port = int(found.group(1))
                 return self

@@ -77,7 +77,7 @@ MSGS = [Message(role="user", content="What is the capital of France?")]
 
 
 async def test_non_streaming_and_streaming_against_llama_server(llama_server):
-    async with ProviderHub(load_config(data={}), env={}) as hub:
+    async with ProviderHub.from_config(load_config(data={}), env={}) as hub:
         model = hub.model(f"{llama_server}#smollm2")
         c = await model.complete(MSGS, GenerationParams(temperature=0, max_tokens=24))
         events = [e async for e in model.stream(MSGS, GenerationParams(temperature=0, max_tokens=24))]
@@ -101,7 +101,7 @@ async def test_fusion_over_http_on_a_real_server(llama_server, mode):
     )
     request.params.max_tokens = 40
     request.judge_params.max_tokens = 300
-    async with ProviderHub(load_config(data={}), env={}) as hub:
+    async with ProviderHub.from_config(load_config(data={}), env={}) as hub:
         result = await fuse(request, hub)
     assert result.answer.strip()
     assert [c.member for c in result.candidates] == [f"{llama_server}#smollm2#1", f"{llama_server}#smollm2#2"]
@@ -115,7 +115,7 @@ async def test_fusion_over_http_on_a_real_server(llama_server, mode):
 
 
 async def test_raw_prompt_completion_against_llama_server(llama_server):
-    async with ProviderHub(load_config(data={}), env={}) as hub:
+    async with ProviderHub.from_config(load_config(data={}), env={}) as hub:
         model = hub.model(f"{llama_server}#smollm2")
         events = [
             e

@@ -18,7 +18,7 @@ QUESTION = "What is the capital of France?"
 
 @pytest.fixture
 async def hub():
-    async with ProviderHub(load_config(data={})) as h:
+    async with ProviderHub.from_config(load_config(data={})) as h:
         yield h
 
 

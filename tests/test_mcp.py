@@ -102,7 +102,9 @@ async def test_every_tool_on_the_bundled_models(tmp_path, transport):
 async def test_cancelling_a_call_stops_every_model_call_and_the_server_keeps_serving(tmp_path, transport):
     slow = {m: Behaviour(text="slow", latency=60) for m in ("s1", "s2", "s3")}
     with FakeUpstream({**slow, "fast": Behaviour(text="fast answer")}) as up:
-        config = fake_config(tmp_path, up.base_url, ["s1", "s2", "s3"])
+        # the follow-up names a model outside the preset: the config lists it, as HTTP clients need
+        extra = f'[server]\nmodels = ["{up.base_url}#fast"]\n'
+        config = fake_config(tmp_path, up.base_url, ["s1", "s2", "s3"], extra=extra)
         async with connect(transport, tmp_path, config) as client:
             call = asyncio.create_task(client.call_tool("fuse", {"prompt": "take your time"}))
             await asyncio.to_thread(wait_until, lambda: up.active == 3, 20, "three calls in flight")
@@ -248,3 +250,26 @@ def test_help_lists_the_mcp_server_and_the_github_review():
         and "--min-agreement" in review.stdout
         and "--format [text|json|sarif|github]" in review.stdout
     )
+
+
+async def test_http_clients_get_the_servers_model_policy_stdio_the_clis(tmp_path):
+    """Over HTTP a client is not the operator: a raw URL it names is refused before anything is fetched (as
+    ``polyfuse serve`` does); over stdio the agent the user launched keeps the CLI's freedom."""
+    with (
+        FakeUpstream({"a": Behaviour(text="Paris")}) as up,
+        FakeUpstream({"x": Behaviour(text="Rome")}) as other,
+    ):
+        config = fake_config(tmp_path, up.base_url, ["a"])
+        foreign = f"{other.base_url}#x"
+        with HttpServer(tmp_path, config) as server:
+            async with server.client() as client:
+                for args in ({"pool": [foreign]}, {"judge": foreign, "mode": "best-of"}):
+                    refused = await client.call_tool("fuse", {"prompt": "capital?", **args})
+                    assert refused.is_error and "not allowed" in text(refused), text(refused)
+                ok = await client.call_tool("fuse", {"prompt": "capital?"})
+                assert not ok.is_error and ok.structured_content["answer"] == "Paris"
+        assert other.requests == []
+        async with stdio_client(tmp_path, config) as client:
+            ok = await client.call_tool("fuse", {"prompt": "capital?", "pool": [foreign]})
+        assert not ok.is_error and ok.structured_content["answer"] == "Rome"
+        assert len(other.requests) == 1

@@ -59,7 +59,7 @@ def hub_for(up: FakeUpstream, **provider) -> ProviderHub:
     cfg = Config.model_validate(
         {"providers": {"fake": {"base_url": up.base_url, "api_key": "sk-test", **provider}}}
     )
-    return ProviderHub(cfg, env={})
+    return ProviderHub.from_config(cfg, env={})
 
 
 async def test_complete_reads_text_usage_cost_and_real_model(upstream):
@@ -143,7 +143,7 @@ async def test_connection_refused_is_an_upstream_error():
     cfg = Config.model_validate(
         {"providers": {"dead": {"base_url": "http://127.0.0.1:9/v1", "max_retries": 0}}}
     )
-    async with ProviderHub(cfg, env={}) as hub:
+    async with ProviderHub.from_config(cfg, env={}) as hub:
         with pytest.raises(UpstreamError, match="Cannot connect to host 127.0.0.1:9"):
             await hub.model("dead/x").complete(MSGS, GenerationParams())
 
@@ -156,21 +156,45 @@ async def test_streamed_tool_calls_are_joined_in_openai_form(upstream):
     ]
 
 
-async def test_structured_output_steps_down_when_the_backend_refuses(upstream):
+async def test_structured_output_steps_down_for_the_request_when_the_backend_refuses(upstream):
+    # an error naming no parameter (llama_cpp.server answers a 500 with the reason in prose only): this request
+    # is retried with the next form at once, and nothing is remembered (the next call tries json_schema again)
     upstream.behaviours["picky"] = Behaviour(text='{"a": 1}', statuses=[400])
     schema = {"type": "object"}
     async with hub_for(upstream) as hub:
-        c = await hub.model("fake/picky").complete(MSGS, GenerationParams(json_schema=schema))
-        again = await hub.model("fake/picky").complete(MSGS, GenerationParams(json_schema=schema))
+        model = hub.model("fake/picky")
+        c = await model.complete(MSGS, GenerationParams(json_schema=schema))
+        again = await model.complete(MSGS, GenerationParams(json_schema=schema))
+        assert model.structured == "json_schema"
     assert c.text == again.text == '{"a": 1}'
     formats = [r.get("response_format") for r in upstream.requests if r["model"] == "picky"]
     assert formats[0]["type"] == "json_schema" and formats[0]["json_schema"]["schema"] == schema
-    assert formats[1] == {"type": "json_object", "schema": schema}  # remembered for the next call
-    assert formats[2] == formats[1]
+    assert formats[1] == {"type": "json_object", "schema": schema}
+    assert formats[2]["type"] == "json_schema" and len(formats) == 3
+
+
+async def test_structured_output_refused_as_unsupported_is_remembered_for_that_model_only(upstream, caplog):
+    unsupported = {"error": {"message": "no", "param": "response_format", "code": "unsupported_parameter"}}
+    upstream.behaviours["strict"] = Behaviour(text="{}", statuses=[400], error_body=unsupported)
+    upstream.behaviours["other"] = Behaviour(text="{}")
+    schema = {"type": "object"}
+    async with hub_for(upstream) as hub:
+        with caplog.at_level("INFO", logger="polyfuse.providers"):
+            await hub.model("fake/strict").complete(MSGS, GenerationParams(json_schema=schema))
+        await hub.model("fake/strict").complete(MSGS, GenerationParams(json_schema=schema))
+        await hub.model("fake/other").complete(MSGS, GenerationParams(json_schema=schema))
+        assert hub.model("fake/strict").structured == "json_object_schema"
+        assert hub.model("fake/other").structured == "json_schema"  # same upstream, its own capabilities
+    strict = [r["response_format"]["type"] for r in upstream.requests if r["model"] == "strict"]
+    assert strict == ["json_schema", "json_object", "json_object"]
+    other = [r["response_format"]["type"] for r in upstream.requests if r["model"] == "other"]
+    assert other == ["json_schema"]
+    assert "fake/strict: the upstream refused response_format json_schema" in caplog.text
+    assert "remembered for this model" in caplog.text
 
 
 async def test_base_url_model_ids_and_one_client_per_upstream(upstream):
-    async with ProviderHub(Config(), env={}) as hub:
+    async with ProviderHub.from_config(Config(), env={}) as hub:
         a = hub.model(f"{upstream.base_url}#ok")
         b = hub.model(f"{upstream.base_url}#keepalive")
         assert a.upstream is b.upstream
@@ -181,11 +205,11 @@ async def test_base_url_model_ids_and_one_client_per_upstream(upstream):
 
 
 def test_missing_key_names_the_environment_variable():
-    hub = ProviderHub(Config(), env={})
+    hub = ProviderHub.from_config(Config(), env={})
     with pytest.raises(MissingKeyError, match="OPENROUTER_API_KEY"):
         hub.model("openrouter/openai/gpt-4o")
     assert hub.missing_keys()["openai"] == "OPENAI_API_KEY"
-    hub2 = ProviderHub(Config(), env={"OPENROUTER_API_KEY": "sk-or"})
+    hub2 = ProviderHub.from_config(Config(), env={"OPENROUTER_API_KEY": "sk-or"})
     model = hub2.model("openrouter/anthropic/claude-sonnet-4.5")
     assert model.remote_name == "anthropic/claude-sonnet-4.5"
     assert model.upstream.base_url == "https://openrouter.ai/api/v1"
@@ -231,22 +255,73 @@ async def _stream_final(hub, model_id):
     return final
 
 
-async def test_a_parameter_the_backend_rejects_by_name_is_dropped_and_remembered(upstream):
+async def test_a_parameter_the_backend_says_is_unsupported_is_dropped_and_remembered(upstream, caplog):
     upstream.behaviours["reasoner"] = Behaviour(
         text="fine",
         statuses=[400],
         error_body={
-            "error": {"message": "Unsupported value: 'temperature' does not support 0.0", "code": 400}
+            "error": {
+                "message": "Unsupported value: 'temperature' does not support 0.0 with this model.",
+                "type": "invalid_request_error",
+                "param": "temperature",
+                "code": "unsupported_value",
+            }
         },
     )
     async with hub_for(upstream) as hub:
         model = hub.model("fake/reasoner")
-        first = await model.complete(MSGS, GenerationParams(temperature=0.0, seed=3))
+        with caplog.at_level("INFO", logger="polyfuse.providers"):
+            first = await model.complete(MSGS, GenerationParams(temperature=0.0, seed=3))
         second = await _stream_final(hub, "fake/reasoner")
     assert first.text == second.text == "fine"
     bodies = [r for r in upstream.requests if r["model"] == "reasoner"]
     assert bodies[0]["temperature"] == 0.0 and "temperature" not in bodies[1] and bodies[1]["seed"] == 3
     assert model.dropped == {"temperature"}
+    assert "fake/reasoner: the upstream refused temperature (HTTP 400, code unsupported_value)" in caplog.text
+
+
+async def test_a_named_parameter_without_unsupported_is_dropped_for_that_request_only(upstream):
+    upstream.behaviours["fussy"] = Behaviour(
+        text="ok",
+        statuses=[400],
+        error_body={"error": {"message": "bad stop", "param": "stop", "code": None}},
+    )
+    async with hub_for(upstream) as hub:
+        model = hub.model("fake/fussy")
+        await model.complete(MSGS, GenerationParams(stop=["\n"]))
+        await model.complete(MSGS, GenerationParams(stop=["\n"]))
+        assert model.dropped == frozenset()
+    assert ["stop" in r for r in upstream.requests if r["model"] == "fussy"] == [True, False, True]
+
+
+async def test_free_text_never_changes_what_is_sent(upstream):
+    # before: one context-length 400 whose message contained "stop" made the provider drop response_format
+    # and stop for every later request of every model on that upstream, without a log line
+    upstream.behaviours["long"] = Behaviour(
+        statuses=[400],
+        error_body={
+            "error": {
+                "message": "This model's maximum context length is 8192 tokens; please stop and shorten it",
+                "param": "messages",
+                "code": "context_length_exceeded",
+            }
+        },
+    )
+    upstream.behaviours["after"] = Behaviour(text="{}")
+    schema = {"type": "object"}
+    params = GenerationParams(json_schema=schema, stop=["END"], temperature=0.1)
+    async with hub_for(upstream) as hub:
+        with pytest.raises(BadUpstreamRequestError, match="maximum context length") as info:
+            await hub.model("fake/long").complete(MSGS, params)
+        assert info.value.code == "context_length_exceeded" and info.value.param == "messages"
+        await hub.model("fake/after").complete(MSGS, params)
+        assert (
+            hub.model("fake/long").dropped == frozenset()
+            and hub.model("fake/long").structured == "json_schema"
+        )
+    assert len([r for r in upstream.requests if r["model"] == "long"]) == 1  # no step-down retries either
+    after = next(r for r in upstream.requests if r["model"] == "after")
+    assert after["stop"] == ["END"] and after["response_format"]["type"] == "json_schema"
 
 
 async def test_raw_prompts_go_to_the_completions_endpoint(upstream):
@@ -264,6 +339,6 @@ async def test_raw_prompts_go_to_the_completions_endpoint(upstream):
     body = upstream.requests[-1]
     assert body["_path"] == "/v1/completions" and body["prompt"].startswith("<|fim_prefix|>")
     assert "messages" not in body and body["stop"] == ["<|"]
-    hosted = ProviderHub(Config(), env={"OPENAI_API_KEY": "k", "OPENROUTER_API_KEY": "k"})
+    hosted = ProviderHub.from_config(Config(), env={"OPENAI_API_KEY": "k", "OPENROUTER_API_KEY": "k"})
     assert not hosted.model("openai/gpt-4o").supports_text_completion
     assert hosted.model("openrouter/qwen/qwen-2.5-coder-32b-instruct").supports_text_completion

@@ -49,7 +49,8 @@ def server(upstream):
 
 @pytest.fixture
 def http(server):
-    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as client:
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=30) as client:
         yield client
 
 

@@ -274,9 +274,15 @@ def test_client_disconnect_cancels_every_upstream_call(server, upstream, model, 
 
 
 def test_recursion_guard_stops_a_loop_through_polyfuse(upstream, tmp_path):
-    # A model id can point back at polyfuse itself (here: the server's own URL, without auth).
-    open_config = config_text(upstream).replace(f'api_keys = ["{SERVER_KEY}"]', "")
-    with ServeProcess(tmp_path, open_config) as srv:
+    # A model id can point back at polyfuse itself (here: the server's own URL, without auth, which the
+    # operator has to allow: raw URLs are refused by default).
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    open_config = config_text(upstream).replace(
+        f'api_keys = ["{SERVER_KEY}"]', f'allow_model_urls = ["http://127.0.0.1:{port}/v1"]'
+    )
+    with ServeProcess(tmp_path, open_config, args=["--port", str(port)]) as srv:
         client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0)
         me = srv.url + "/v1#"
         ok = client.chat.completions.create(model=me + me + "up/a", messages=ask())  # 2 hops, then up/a

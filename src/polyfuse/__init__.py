@@ -62,7 +62,7 @@ def fuse_sync(request: FusionRequest, config: Config | None = None) -> FusionRes
     """Blocking convenience for scripts: run one fusion with a fresh hub."""
 
     async def main() -> FusionResult:
-        async with ProviderHub(config) as hub:
+        async with ProviderHub.from_config(config or Config()) as hub:
             return await fuse(request, hub)
 
     return asyncio.run(main())

@@ -10,7 +10,7 @@ import os
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -19,10 +19,12 @@ from .code.settings import CodeSettings
 from .errors import ConfigError
 from .fusion.request import FusionRequest
 from .gateway.settings import GatewaySettings
-from .providers.base import MemberSpec, parse_member, parse_pool
+from .presets import ResolvedPreset, resolve_preset
+from .providers.base import MemberSpec
 from .server.settings import ServerSettings
+from .settings import LocalSettings, MemberConfig, Preset, Price, ProviderSettings
 from .store.settings import LogSettings
-from .types import GenerationParams, Message
+from .types import Message
 
 __all__ = [
     "Config",
@@ -32,77 +34,13 @@ __all__ = [
     "Price",
     "LocalSettings",
     "load_config",
+    "request_for",
     "BUILTIN_PRESETS",
 ]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class ProviderSettings(_Strict):
-    """Settings for one OpenAI-compatible provider prefix (built-in or new)."""
-
-    base_url: str | None = None
-    api_key: str | None = Field(default=None, repr=False)
-    api_key_env: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-    connect_timeout: float = Field(default=10.0, gt=0)
-    read_timeout: float = Field(default=300.0, gt=0)
-    max_retries: int = Field(default=2, ge=0, le=10)
-    structured_output: Literal["json_schema", "json_object", "none"] | None = None
-    # serves /completions with raw prompts (fill-in-the-middle); default: yes for self-hosted servers
-    text_completion: bool | None = None
-
-
-class Price(_Strict):
-    """USD per million tokens."""
-
-    input: float = Field(ge=0)
-    output: float = Field(ge=0)
-
-
-class LocalSettings(_Strict):
-    n_threads: int | None = Field(default=None, ge=1)
-    n_ctx: int = Field(default=4096, ge=256)
-    models: dict[str, str] = Field(default_factory=dict)  # extra aliases: local/<alias> -> gguf path
-
-
-class MemberConfig(_Strict):
-    model: str
-    count: int = Field(default=1, ge=1)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    seed: int | None = None
-
-    def to_specs(self) -> list[MemberSpec]:
-        text = self.model if self.count == 1 else f"{self.model}*{self.count}"
-        return parse_member(
-            text, temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens, seed=self.seed
-        )
-
-
-class Preset(_Strict):
-    description: str = ""
-    pool: list[str | MemberConfig]
-    judge: str | None = None
-    mode: str = "best-of"
-    rounds: int = Field(default=2, ge=1)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    max_tokens: int | None = Field(default=None, ge=1)
-    judge_max_tokens: int = Field(default=512, ge=16)
-    member_timeout: float | None = Field(default=120.0, gt=0)
-    judge_timeout: float | None = Field(default=180.0, gt=0)
-    min_responses: int | None = Field(default=None, ge=1)
-    straggler_grace: float | None = Field(default=None, ge=0)
-    skip_judge_on_consensus: float | None = Field(default=None, ge=0, le=1)
-
-    def member_specs(self) -> list[MemberSpec]:
-        specs: list[MemberSpec] = []
-        for m in self.pool:
-            specs.extend(m.to_specs() if isinstance(m, MemberConfig) else parse_member(m))
-        return parse_pool(specs)
 
 
 BUILTIN_PRESETS: dict[str, Preset] = {
@@ -164,6 +102,31 @@ class Config(_Strict):
             raise ConfigError(f"unknown preset '{name}'; available: {', '.join(sorted(presets))}")
         return presets[name]
 
+    def resolve(
+        self,
+        *,
+        preset: str | None = None,
+        pool: str | Sequence[str | MemberSpec] | None = None,
+        judge: str | None = None,
+        mode: str | None = None,
+        rounds: int | None = None,
+        max_members: int | None = None,
+        **overrides: Any,
+    ) -> ResolvedPreset:
+        """A preset plus explicit overrides, resolved to pool, judge, parameters and limits (no prompt)."""
+        try:
+            return resolve_preset(
+                self.preset(preset),
+                pool=pool,
+                judge=judge,
+                mode=mode,
+                rounds=rounds,
+                max_members=max_members,
+                **overrides,
+            )
+        except ValidationError as exc:
+            raise ConfigError(_first_error(exc)) from None
+
     def build_request(
         self,
         prompt: str | Sequence[Message],
@@ -177,48 +140,30 @@ class Config(_Strict):
         **overrides: Any,
     ) -> FusionRequest:
         """Resolve a preset plus explicit overrides into a validated FusionRequest."""
-        try:
-            return self._build_request(prompt, preset, pool, judge, mode, rounds, system, overrides)
-        except ValidationError as exc:
-            raise ConfigError(_first_error(exc)) from None
+        resolved = self.resolve(preset=preset, pool=pool, judge=judge, mode=mode, rounds=rounds, **overrides)
+        return request_for(resolved, prompt, system=system)
 
-    def _build_request(
-        self,
-        prompt: str | Sequence[Message],
-        preset: str | None,
-        pool: str | Sequence[str | MemberSpec] | None,
-        judge: str | None,
-        mode: str | None,
-        rounds: int | None,
-        system: str | None,
-        overrides: dict[str, Any],
-    ) -> FusionRequest:
-        p = self.preset(preset)
-        messages = [Message(role="user", content=prompt)] if isinstance(prompt, str) else list(prompt)
-        if system:
-            messages.insert(0, Message(role="system", content=system))
-        params = GenerationParams(temperature=p.temperature, max_tokens=p.max_tokens).merged(
-            **{k: overrides.pop(k, None) for k in ("temperature", "max_tokens", "seed", "top_p", "stop")}
-        )
-        judge_params = GenerationParams(temperature=0.0, max_tokens=p.judge_max_tokens)
-        fields: dict[str, Any] = {
-            "member_timeout": p.member_timeout,
-            "judge_timeout": p.judge_timeout,
-            "min_responses": p.min_responses,
-            "straggler_grace": p.straggler_grace,
-            "skip_judge_on_consensus": p.skip_judge_on_consensus,
-        }
-        fields.update({k: v for k, v in overrides.items() if v is not None})
+
+def request_for(
+    resolved: ResolvedPreset, prompt: str | Sequence[Message], *, system: str | None = None
+) -> FusionRequest:
+    """The FusionRequest of a resolved preset for one prompt (or conversation)."""
+    messages = [Message(role="user", content=prompt)] if isinstance(prompt, str) else list(prompt)
+    if system:
+        messages.insert(0, Message(role="system", content=system))
+    try:
         return FusionRequest(
             messages=messages,
-            pool=parse_pool(pool) if pool is not None else p.member_specs(),
-            judge=judge if judge is not None else p.judge,
-            mode=mode or p.mode,
-            rounds=rounds if rounds is not None else p.rounds,
-            params=params,
-            judge_params=judge_params,
-            **fields,
+            pool=resolved.pool,
+            judge=resolved.judge,
+            mode=resolved.mode,
+            rounds=resolved.rounds,
+            params=resolved.params,
+            judge_params=resolved.judge_params,
+            **resolved.limits,
         )
+    except ValidationError as exc:
+        raise ConfigError(_first_error(exc)) from None
 
 
 def _config_paths(explicit: str | os.PathLike[str] | None) -> list[Path]:

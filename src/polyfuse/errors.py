@@ -13,6 +13,8 @@ __all__ = [
     "UserError",
     "ConfigError",
     "UnknownModelError",
+    "ModelNotAllowedError",
+    "TooManyMembersError",
     "MissingKeyError",
     "InvalidRequestError",
     "BudgetExceededError",
@@ -22,6 +24,7 @@ __all__ = [
     "ProviderTimeoutError",
     "UpstreamError",
     "BadUpstreamRequestError",
+    "MalformedResponseError",
     "ModelNotAvailableError",
     "FusionError",
     "AllMembersFailedError",
@@ -45,6 +48,11 @@ class UnknownModelError(ConfigError):
     """A model id whose prefix or name polyfuse does not know."""
 
 
+class ModelNotAllowedError(ConfigError):
+    """A model id the hub's ``ModelPolicy`` refuses (a raw URL or a local path a server was not told to allow).
+    Raised before anything is fetched or opened."""
+
+
 class MissingKeyError(ConfigError):
     """A provider needs an API key that is not set."""
 
@@ -61,6 +69,10 @@ class InvalidRequestError(UserError):
     """A request that cannot run as given (empty prompt, empty pool, rounds < 1, ...)."""
 
 
+class TooManyMembersError(InvalidRequestError):
+    """A pool (or a member's ``*N``) larger than allowed, refused before it is expanded."""
+
+
 class BudgetExceededError(UserError):
     """The estimated cost of a run exceeds the caller's ``max_cost``."""
 
@@ -73,14 +85,25 @@ class BudgetExceededError(UserError):
 
 
 class ProviderError(PolyfuseError):
-    """A model call failed. ``retryable`` says whether trying again may help."""
+    """A model call failed. ``retryable`` says whether trying again may help. ``code`` and ``param`` are what
+    the upstream's error body said (OpenAI's ``error.code`` / ``error.param``), when it said."""
 
     retryable = False
 
-    def __init__(self, message: str, *, status: int | None = None, provider: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        provider: str | None = None,
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.provider = provider
+        self.code = code
+        self.param = param
 
 
 class AuthenticationError(ProviderError):
@@ -111,6 +134,13 @@ class UpstreamError(ProviderError):
 
 class BadUpstreamRequestError(ProviderError):
     """The upstream rejected the request as invalid (400/404/422): retrying will not help."""
+
+
+class MalformedResponseError(UpstreamError):
+    """The upstream answered something that is not a valid completion (not JSON, wrong shapes, invalid UTF-8,
+    an over-long line, over the size cap, a stream without content): retrying the same bytes will not help."""
+
+    retryable = False
 
 
 class ModelNotAvailableError(ProviderError):

@@ -69,7 +69,7 @@ def _execute(
     name = click.get_current_context().info_name or "code"
 
     async def main(runlog: RunLog | None) -> T:
-        async with ProviderHub(cfg) as hub:
+        async with ProviderHub.from_config(cfg) as hub:
             env = CodeEnv.create(cfg, hub, mode=mode, run_log=runlog, task=name, **overrides)
             return await task(env)
 

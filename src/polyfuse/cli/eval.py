@@ -36,7 +36,7 @@ class _LineProgress:
 async def _run(spec: EvalSpec, config_path: str | None, out: Path | None, fresh: bool) -> EvalOutput:
     cfg = load_config(config_path)
     err = Console(stderr=True)
-    async with ProviderHub(cfg) as hub:
+    async with ProviderHub.from_config(cfg) as hub:
         if not err.is_terminal:
             return await evaluate(spec, hub, out, fresh=fresh, progress=_LineProgress())
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

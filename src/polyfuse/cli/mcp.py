@@ -43,6 +43,7 @@ def mcp(port: int | None, host: str, config_path: str | None, root: str, no_log:
 
         from ..mcp import DEPTH_ENV, PolyfuseTools, serve_http, serve_stdio
         from ..mcp.server import ToolError, parse_depth
+        from ..server.policy import server_policy
     except ImportError:
         raise ConfigError("polyfuse mcp needs the 'mcp' extra: pip install 'polyfuse[mcp]'") from None
     from importlib.metadata import version
@@ -59,7 +60,10 @@ def mcp(port: int | None, host: str, config_path: str | None, root: str, no_log:
             "Authorization: Bearer <key>) or listen on 127.0.0.1"
         )
     with opened_log(cfg, no_log) as runlog:
-        tools = PolyfuseTools(cfg, root=Path(root), depth=depth, run_log=runlog)
+        # Over HTTP the clients are not necessarily the operator: the server's model policy (no raw URLs or
+        # local paths unless the config allows them), as for polyfuse serve.
+        policy = None if port is None else server_policy(cfg)
+        tools = PolyfuseTools(cfg, root=Path(root), depth=depth, run_log=runlog, policy=policy)
         if port is None:
             anyio.run(serve_stdio, tools, version("polyfuse"), backend="asyncio")
             return

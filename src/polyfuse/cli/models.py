@@ -16,7 +16,7 @@ from ..providers.registry import HOSTED_PRESETS, ProviderHub
 def models(config_path: str | None) -> None:
     """List bundled models, provider prefixes and which API keys are missing."""
     cfg = load_config(config_path)
-    hub = ProviderHub(cfg)
+    hub = ProviderHub.from_config(cfg)
     click.echo("bundled local models (offline):")
     for name, b in BUNDLED.items():
         click.echo(f"  local/{name:<16} {b.kind:<5} {b.description}")

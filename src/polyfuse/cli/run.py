@@ -114,7 +114,7 @@ def run(
     request = cfg.build_request(
         text, preset=preset, pool=pool, judge=judge, mode=mode, rounds=rounds, system=system, **limits
     )
-    hub = ProviderHub(cfg)
+    hub = ProviderHub.from_config(cfg)
     err = Console(stderr=True, highlight=False)
     interactive = err.is_terminal and not as_json and not quiet
     with opened_log(cfg, no_log) as runlog:

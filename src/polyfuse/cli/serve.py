@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import os
 import shutil
 import socket
@@ -14,11 +15,22 @@ from ..config import load_config
 from ..errors import ConfigError
 from ..gateway.metrics import MULTIPROC_ENV
 from ..gateway.settings import GatewaySettings
-from ..server.settings import CONFIG_ENV, NO_LOG_ENV
+from ..server.protocol import uvicorn_config
+from ..server.settings import CONFIG_ENV, NO_LOG_ENV, ServerSettings
 from ..store.settings import redact_url
 from .runlog import opened_log
 
-__all__ = ["serve", "listening_socket"]
+__all__ = ["serve", "listening_socket", "is_loopback"]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach ``host`` (127.0.0.0/8, ::1, localhost)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -48,6 +60,11 @@ def listening_socket(host: str, port: int) -> socket.socket:
 @click.option("--access-log", is_flag=True, help="Log every request (off by default: it costs throughput).")
 @click.option("--log-level", default="info", show_default=True)
 @click.option("--no-log", is_flag=True, help="Do not record fusions in the run log.")
+@click.option(
+    "--insecure-no-auth",
+    is_flag=True,
+    help="Serve /v1 without server keys on a non-loopback address (anyone who can reach it may use it).",
+)
 def serve(
     host: str,
     port: int,
@@ -56,11 +73,17 @@ def serve(
     access_log: bool,
     log_level: str,
     no_log: bool,
+    insecure_no_auth: bool,
 ) -> None:
     """Serve the OpenAI-compatible API (POST /v1/chat/completions) and the web panel (GET /)."""
     if importlib.util.find_spec("uvicorn") is None:
         raise ConfigError("polyfuse serve needs the server extra: pip install 'polyfuse[server]'")
     cfg = load_config(config_path)  # fail here with one line, before any worker starts
+    if not is_loopback(host) and not cfg.server.keys() and not cfg.gateway.keys and not insecure_no_auth:
+        raise ConfigError(
+            f"refusing to serve on {host} without server keys: set [server] api_keys or POLYFUSE_SERVER_KEYS "
+            "(or [gateway] keys = true), bind 127.0.0.1, or pass --insecure-no-auth"
+        )
     with opened_log(cfg, no_log) as runlog:  # likewise a log that cannot be opened
         where = runlog.where if runlog is not None else None
     if where is None and cfg.gateway.keys:  # keys live in the log's database even when runs are not recorded
@@ -79,7 +102,7 @@ def serve(
         err=True,
     )
     try:
-        _run(workers, access_log, log_level, sock)
+        _run(cfg.server, workers, access_log, log_level, sock)
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -116,15 +139,17 @@ def _gateway_note(gw: GatewaySettings, workers: int) -> str:
     return "; gateway: " + ", ".join(parts) if parts else ""
 
 
-def _run(workers: int, access_log: bool, log_level: str, sock: socket.socket) -> None:
+def _run(
+    settings: ServerSettings, workers: int, access_log: bool, log_level: str, sock: socket.socket
+) -> None:
     import uvicorn
 
-    config = uvicorn.Config(
+    config = uvicorn_config(
         "polyfuse.server.app:app_from_env",
+        settings,
         factory=True,
         workers=workers,
         loop="uvloop",
-        http="httptools",
         access_log=access_log,
         log_level=log_level,
         timeout_graceful_shutdown=5,

@@ -2,7 +2,7 @@
 
 from polyfuse.eval import EvalSpec, evaluate, load_dataset
 spec = EvalSpec(load_dataset("arith"), pool=parse_pool("a,b"), judge="j", modes=["single", "best-of"])
-async with ProviderHub(config) as hub:
+async with ProviderHub.from_config(config) as hub:
     out = await evaluate(spec, hub)          # resumable; writes results.jsonl, report.json, report.html
 print(out.report.recommendation)
 """

@@ -80,7 +80,7 @@ class PolyfuseServer(LanguageServer):
     def env(self, task: str = "lsp") -> CodeEnv:
         if self.config is None or self.hub is None:
             self.config = self.config or load_config(self.config_path)
-            self.hub = ProviderHub(self.config)
+            self.hub = ProviderHub.from_config(self.config)
             self.run_log = self._open_log(self.config)
         return CodeEnv.create(self.config, self.hub, run_log=self.run_log, task=task, **self.overrides)
 
@@ -155,7 +155,7 @@ def build_server(config_path: str | None = None) -> PolyfuseServer:
             ls.config.code.merged(**ls.overrides)  # validate now, not on the first keystroke
         except (UserError, ValidationError) as exc:
             raise JsonRpcInvalidParams(f"polyfuse configuration: {exc}") from None
-        ls.hub = ProviderHub(ls.config)
+        ls.hub = ProviderHub.from_config(ls.config)
 
     @server.feature(types.SHUTDOWN)
     async def shutdown(ls: PolyfuseServer, *args: Any) -> None:

@@ -32,6 +32,7 @@ from ..errors import NoSurvivorsError, PolyfuseError
 from ..fusion.engine import fuse
 from ..fusion.events import EventSink, FusionEvent
 from ..fusion.request import FusionRequest
+from ..providers.policy import ModelPolicy
 from ..providers.registry import ProviderHub
 from ..server.settings import DEPTH_HEADER
 from ..store import RunLog
@@ -54,7 +55,7 @@ __all__ = ["PolyfuseTools", "build_server", "make_hub", "DEPTH_ENV"]
 
 DEPTH_ENV = "POLYFUSE_DEPTH"  # the stdio server's depth, set by whoever started it (an agent inside a panel)
 log = logging.getLogger("polyfuse.mcp")
-HubFactory = Callable[[Config, int], ProviderHub]
+HubFactory = Callable[[Config, int, ModelPolicy | None], ProviderHub]
 Send = Callable[[float, float | None, str], Awaitable[None]]
 
 
@@ -62,9 +63,10 @@ class ToolError(Exception):
     """A call that cannot run as given: answered as a tool result with ``isError``, never a protocol error."""
 
 
-def make_hub(config: Config, depth: int) -> ProviderHub:
-    """The one place the MCP server builds a hub: model calls carry the next hop's depth."""
-    return ProviderHub(config, headers={DEPTH_HEADER: str(depth + 1)})
+def make_hub(config: Config, depth: int, policy: ModelPolicy | None = None) -> ProviderHub:
+    """The one place the MCP server builds a hub: model calls carry the next hop's depth; ``policy`` limits
+    which model ids a client may name (None: the CLI's freedom, for stdio, where the client is the user's)."""
+    return ProviderHub.from_config(config, headers={DEPTH_HEADER: str(depth + 1)}, policy=policy)
 
 
 def parse_depth(raw: str | None, source: str) -> int:
@@ -111,15 +113,17 @@ class PolyfuseTools:
         root: Path,
         depth: int = 0,
         run_log: RunLog | None = None,
+        policy: ModelPolicy | None = None,
         hub_factory: HubFactory = make_hub,
     ) -> None:
         self.config, self.root, self.depth, self.run_log = config, root.resolve(), depth, run_log
+        self.policy = policy
         self._hub_factory = hub_factory
         self._hubs: dict[int, ProviderHub] = {}
 
     def hub(self, depth: int) -> ProviderHub:
         if depth not in self._hubs:
-            self._hubs[depth] = self._hub_factory(self.config, depth)
+            self._hubs[depth] = self._hub_factory(self.config, depth, self.policy)
         return self._hubs[depth]
 
     async def aclose(self) -> None:

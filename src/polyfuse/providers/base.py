@@ -9,7 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
-from ..errors import BadUpstreamRequestError, ConfigError, UpstreamError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import BadUpstreamRequestError, ConfigError, TooManyMembersError, UpstreamError
+from ..settings import MAX_MEMBER_COUNT
 from ..types import Completion, GenerationParams, Message
 
 __all__ = [
@@ -70,12 +73,18 @@ class ChatModel(ABC):
 
 
 _REPEAT = re.compile(r"\*(\d+)$")
-_PARAM_TYPES: dict[str, type] = {
-    "temperature": float,
-    "top_p": float,
-    "max_tokens": int,
-    "seed": int,
-}
+_MAX_SEED = 2**63 - 1 - MAX_MEMBER_COUNT  # repeated members get seed, seed+1, ...: stay within int64
+
+
+class _MemberOptions(BaseModel):
+    """``?opt=v`` values of a member spec: typed, finite and in range before anything uses them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)
+    top_p: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False)
+    max_tokens: int | None = Field(default=None, ge=1, le=10_000_000)
+    seed: int | None = Field(default=None, ge=-_MAX_SEED, le=_MAX_SEED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,41 +100,54 @@ class MemberSpec:
 
 
 def _parse_params(model: str, query: str) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for key, raw in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
-        caster = _PARAM_TYPES.get(key)
-        if caster is None:
+    raw = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=False))
+    try:
+        options = _MemberOptions.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        key = str(err["loc"][0]) if err["loc"] else "?"
+        if err["type"] == "extra_forbidden":
+            valid = ", ".join(_MemberOptions.model_fields)
             raise ConfigError(
-                f"unknown member option '{key}' in '{model}'; valid options: {', '.join(sorted(_PARAM_TYPES))}"
-            )
-        try:
-            params[key] = caster(raw)
-        except ValueError:
-            raise ConfigError(
-                f"member option {key}={raw!r} in '{model}' is not a {caster.__name__}"
+                f"unknown member option '{key[:40]}' in '{model[:200]}'; valid options: {valid}"
             ) from None
-    return params
+        value = str(raw.get(key, ""))[:40]
+        raise ConfigError(f"member option {key}={value!r} in '{model[:200]}': {err['msg']}") from None
+    return options.model_dump(exclude_none=True)
 
 
-def parse_member(text: str, **extra: Any) -> list[MemberSpec]:
+def _split_member(text: str, max_count: int) -> tuple[str, str, int]:
+    """``model?query*N`` -> (model, query, N), the count checked before anything is expanded."""
+    count = 1
+    m = _REPEAT.search(text)
+    if m:
+        digits = m.group(1)
+        text = text[: m.start()]
+        if len(digits) > 6 or int(digits) > max_count:
+            shown = digits if len(digits) <= 12 else digits[:6] + "..."
+            raise TooManyMembersError(
+                f"member '{text[:200]}*{shown}' repeats more than the limit of {max_count} members"
+            )
+        count = int(digits)
+        if count < 1:
+            raise ConfigError(f"member repeat count must be at least 1 in '{text[:200]}*{count}'")
+    model, _, query = text.partition("?")
+    if not model:
+        raise ConfigError(f"pool member '{text[:200]}' has no model id")
+    return model, query, count
+
+
+def parse_member(text: str, *, max_count: int = MAX_MEMBER_COUNT, **extra: Any) -> list[MemberSpec]:
     """Parse ``model[?opt=v&...][*N]`` into N member specs (ids still to be made unique by ``parse_pool``).
 
     Repeated members (``*N``) sample the same model several times: each copy gets its own seed so the samples
     differ, and a temperature of 0.7 unless one is given (identical greedy samples would be pointless).
+    ``N`` above ``max_count`` is refused before any copy is made.
     """
     text = text.strip()
     if not text:
         raise ConfigError("empty pool member: remove the stray comma or name a model")
-    count = 1
-    m = _REPEAT.search(text)
-    if m:
-        count = int(m.group(1))
-        text = text[: m.start()]
-        if count < 1:
-            raise ConfigError(f"member repeat count must be at least 1 in '{text}*{count}'")
-    model, _, query = text.partition("?")
-    if not model:
-        raise ConfigError(f"pool member '{text}' has no model id")
+    model, query, count = _split_member(text, max_count)
     params = _parse_params(model, query)
     for key, value in extra.items():
         if value is not None:
@@ -142,13 +164,24 @@ def parse_member(text: str, **extra: Any) -> list[MemberSpec]:
     return specs
 
 
-def parse_pool(members: str | Sequence[str | MemberSpec]) -> list[MemberSpec]:
-    """Parse a comma-separated pool (or a list of specs) and give each member a unique id."""
+def parse_pool(
+    members: str | Sequence[str | MemberSpec], *, max_members: int | None = None
+) -> list[MemberSpec]:
+    """Parse a comma-separated pool (or a list of specs) and give each member a unique id. With
+    ``max_members``, a pool that would grow past it is refused as soon as that is known, before expansion."""
     if isinstance(members, str):
-        members = [m for m in members.split(",")]
+        members = members.split(",")
+    limit = MAX_MEMBER_COUNT if max_members is None else max_members
     specs: list[MemberSpec] = []
     for item in members:
-        specs.extend([item] if isinstance(item, MemberSpec) else parse_member(item))
+        if isinstance(item, MemberSpec):
+            specs.append(item)
+        else:
+            specs.extend(parse_member(item, max_count=max(1, limit - len(specs))))
+        if max_members is not None and len(specs) > max_members:
+            raise TooManyMembersError(
+                f"the pool has more than {max_members} members; at most {max_members} are allowed"
+            )
     if not specs:
         raise ConfigError("the pool is empty: name at least one model, e.g. --pool local/smollm2-135m")
     return _unique_ids(specs)

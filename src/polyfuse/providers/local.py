@@ -172,12 +172,15 @@ class LocalRuntime:
         self._load_lock = threading.Lock()
         self.generating = 0  # generations running in worker threads right now (observable by tests/metrics)
 
+    def model_at(self, model_id: str) -> LocalModel:
+        """``local:/path/to/model.gguf`` (the hub's policy has allowed the path before this looks at it)."""
+        path = Path(model_id[len("local:") :]).expanduser()
+        if not path.is_file():
+            raise UnknownModelError(f"local model file {path} does not exist")
+        return LocalModel(model_id, self, lambda: path, kind=None)
+
     def model(self, name: str) -> LocalModel:
-        if name.startswith("local:"):
-            path = Path(name[len("local:") :]).expanduser()
-            if not path.is_file():
-                raise UnknownModelError(f"local model file {path} does not exist")
-            return LocalModel(name, self, lambda: path, kind=None)
+        """``local/<name>``: a bundled model or a configured alias (never a path)."""
         if name in self.settings.models:
             path = Path(self.settings.models[name]).expanduser()
             return LocalModel(f"local/{name}", self, lambda: path, kind=None)

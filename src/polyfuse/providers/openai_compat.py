@@ -1,157 +1,68 @@
 """OpenAI-compatible chat completions over HTTP: OpenRouter, OpenAI, Gemini, Anthropic, vLLM, llama.cpp, ...
 
-One ``Upstream`` (a long-lived ``aiohttp.ClientSession``) per base URL and key, shared by every model on it
-and closed by the hub on shutdown. aiohttp rather than httpx: measured here, httpx spent about 5 ms of CPU per
-request against 0.6-1 ms for aiohttp, and a fusion issues several requests at once (bench/README.md). HTTP statuses and ``{"error": {...}}`` bodies become typed errors here; 429 and
-5xx are retried with backoff honouring ``Retry-After``, but only before any token has been streamed.
+Every body an upstream sends is bounded (``max_response_bytes``, one SSE line) and validated (``wire``): any
+deviation is a typed ``ProviderError``, so a broken member fails with a reason and the fusion goes on. Calls are
+retried by one ``RetryPolicy`` (streams only before their first token). What a backend refuses is adapted to
+per request: when the upstream's error names a parameter we sent (``error.param``), or a request asking for
+structured output fails without naming one, the retry goes without it (or with the next structured form).
+Only when the upstream says the parameter is unsupported (``error.code``) is that remembered, for this model.
 """
 
 from __future__ import annotations
 
-import asyncio
-import email.utils
-import json
+import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextvars import ContextVar
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-import aiohttp
-
-from ..errors import (
-    AuthenticationError,
-    BadUpstreamRequestError,
-    ProviderError,
-    ProviderTimeoutError,
-    RateLimitedError,
-    UpstreamError,
-)
+from ..errors import BadUpstreamRequestError, MalformedResponseError, ProviderError, UpstreamError
 from ..types import Completion, GenerationParams, Message, Usage
 from .base import ChatModel, Delta, StreamEvent
 from .pricing import PriceTable, estimate_tokens
-from .sse import iter_sse_data
+from .sse import MAX_LINE, iter_lines, iter_sse_data
+from .upstream import (
+    TRANSPORT_ERRORS,
+    StructuredMode,
+    Upstream,
+    content_chunks,
+    read_capped,
+    request_headers,
+    retry_after,
+    transport_error,
+)
+from .wire import (
+    WireToolCallDelta,
+    WireUsage,
+    error_from_status,
+    midstream_error,
+    parse_chunk,
+    parse_completion,
+)
 
-__all__ = ["Upstream", "OpenAICompatModel", "StructuredMode", "request_headers"]
+__all__ = ["Upstream", "OpenAICompatModel", "StructuredMode", "request_headers", "error_from_status"]
 
-# Extra headers for the calls made in the current context (task): the server forwards its hop count this way
-# (a recursion guard) without touching the shared sessions. Tasks copy the context, so it reaches the pool.
-request_headers: ContextVar[Mapping[str, str] | None] = ContextVar("polyfuse_request_headers", default=None)
+log = logging.getLogger("polyfuse.providers")
 
-# How to ask for JSON output: OpenAI's json_schema, llama.cpp's json_object+schema, plain json_object, none.
-StructuredMode = Literal["json_schema", "json_object_schema", "json_object", "none"]
 _FALLBACK: dict[StructuredMode, StructuredMode] = {
     "json_schema": "json_object_schema",
     "json_object_schema": "json_object",
     "json_object": "none",
 }
-_MAX_RETRY_AFTER = 60.0
-_DROPPABLE = ("temperature", "top_p", "seed", "stop", "stream_options")
+_ORDER: tuple[StructuredMode, ...] = ("json_schema", "json_object_schema", "json_object", "none")
+_DROPPABLE = frozenset({"temperature", "top_p", "seed", "stop", "stream_options"})
+# error.code values by which an upstream says a parameter (or its value) is not supported by this model
+_UNSUPPORTED = frozenset({"unsupported_parameter", "unsupported_value", "unknown_parameter"})
+# error.code values that are about something else than a parameter: never a reason to step down
+_NOT_A_PARAMETER = frozenset({"context_length_exceeded", "rate_limit_exceeded", "insufficient_quota"})
 
 
-@dataclass
-class Upstream:
-    """One OpenAI-compatible endpoint and its long-lived client."""
+@dataclass(frozen=True)
+class _Attempt:
+    """What one request sends: the structured-output form and the parameters left out."""
 
-    name: str
-    base_url: str
-    api_key: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    connect_timeout: float = 10.0
-    read_timeout: float = 300.0
-    max_retries: int = 2
-    structured: StructuredMode = "json_schema"
-    text_completion: bool = False  # serves /completions with raw prompts (fill-in-the-middle)
-    extra_body: dict[str, Any] = field(default_factory=dict)
-    _session: aiohttp.ClientSession | None = field(default=None, repr=False)
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        """The shared session, created on first use inside the running loop."""
-        if self._session is None or self._session.closed:
-            headers = {"User-Agent": "polyfuse", **self.headers}
-            if self.api_key:
-                headers["Authorization"] = f"Bearer {self.api_key}"
-            self._session = aiohttp.ClientSession(
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(
-                    total=None, connect=self.connect_timeout, sock_read=self.read_timeout
-                ),
-                connector=aiohttp.TCPConnector(limit=256, limit_per_host=0, keepalive_timeout=30),
-                read_bufsize=2**20,  # one SSE line may carry a large tool call
-                raise_for_status=False,
-            )
-        return self._session
-
-    def url(self, path: str) -> str:
-        return self.base_url.rstrip("/") + path
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-
-def _retry_after(headers: Any) -> float | None:
-    raw = headers.get("retry-after")
-    if not raw:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        try:
-            parsed = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, parsed.timestamp() - time.time())
-
-
-def _error_message(body: bytes, fallback: str) -> str:
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        text = body.decode("utf-8", "replace").strip()
-        return text[:300] or fallback
-    err = data.get("error") if isinstance(data, dict) else None
-    if isinstance(err, dict):
-        return str(err.get("message") or err.get("code") or fallback)
-    if isinstance(err, str):
-        return err
-    if isinstance(data, dict) and "detail" in data:
-        return str(data["detail"])[:300]
-    return fallback
-
-
-def error_from_status(
-    status: int, body: bytes, provider: str, retry_after: float | None = None
-) -> ProviderError:
-    """Translate an HTTP error status (and OpenAI-style body) into the typed error tree."""
-    msg = f"{provider}: HTTP {status}: {_error_message(body, 'no detail')}"
-    if status in (401, 403):
-        return AuthenticationError(msg, status=status, provider=provider)
-    if status == 429:
-        return RateLimitedError(msg, retry_after=retry_after, status=status, provider=provider)
-    if status in (408, 504, 524):
-        return ProviderTimeoutError(msg, status=status, provider=provider)
-    if status >= 500:
-        return UpstreamError(msg, status=status, provider=provider)
-    return BadUpstreamRequestError(msg, status=status, provider=provider)
-
-
-def _backoff(exc: ProviderError, attempt: int) -> float:
-    """Seconds to wait before retry ``attempt`` (1-based): the upstream's Retry-After when it gave one."""
-    if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
-        return float(min(exc.retry_after, _MAX_RETRY_AFTER))
-    return min(0.5 * 2.0 ** (attempt - 1), 8.0)
-
-
-def _transport_error(exc: BaseException, provider: str) -> ProviderError:
-    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
-        return ProviderTimeoutError(f"{provider}: {type(exc).__name__}: timed out", provider=provider)
-    return UpstreamError(f"{provider}: {type(exc).__name__}: {exc}", provider=provider)
-
-
-_TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
+    mode: StructuredMode
+    dropped: frozenset[str]
 
 
 class _ToolCallAccumulator:
@@ -160,20 +71,26 @@ class _ToolCallAccumulator:
     def __init__(self) -> None:
         self.calls: dict[int, dict[str, Any]] = {}
 
-    def add(self, deltas: list[dict[str, Any]]) -> None:
+    def add(self, deltas: list[WireToolCallDelta]) -> None:
         for d in deltas:
             call = self.calls.setdefault(
-                int(d.get("index", 0)),
-                {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
+                d.index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
             )
-            if d.get("id"):
-                call["id"] = d["id"]
-            fn = d.get("function") or {}
-            call["function"]["name"] += fn.get("name") or ""
-            call["function"]["arguments"] += fn.get("arguments") or ""
+            if d.id:
+                call["id"] = d.id
+            if d.function is not None:
+                call["function"]["name"] += d.function.name or ""
+                call["function"]["arguments"] += d.function.arguments or ""
 
     def result(self) -> list[dict[str, Any]] | None:
         return [self.calls[i] for i in sorted(self.calls)] or None
+
+
+def _root(param: str | None) -> str | None:
+    """``response_format.json_schema`` / ``messages[0]`` -> the top-level request field."""
+    if not param:
+        return None
+    return param.split(".", 1)[0].split("[", 1)[0]
 
 
 class OpenAICompatModel(ChatModel):
@@ -185,9 +102,11 @@ class OpenAICompatModel(ChatModel):
         self.remote_name = remote_name
         self.upstream = upstream
         self.prices = prices
-        self.supports_json_schema = upstream.structured != "none"
         self.supports_text_completion = upstream.text_completion
-        self.dropped: set[str] = set()  # optional parameters this backend refused
+        # Learned from the upstream's own word that a parameter is unsupported; only ever grows.
+        self.structured: StructuredMode = upstream.structured
+        self.dropped: frozenset[str] = frozenset()
+        self.supports_json_schema = self.structured != "none"
 
     # -- request building -------------------------------------------------------------------------------------
     def _body(
@@ -195,7 +114,7 @@ class OpenAICompatModel(ChatModel):
         messages: Sequence[Message],
         params: GenerationParams,
         stream: bool,
-        mode: StructuredMode,
+        attempt: _Attempt,
         prompt: str | None = None,
     ) -> dict[str, Any]:
         """A chat completions body, or with ``prompt`` a (legacy) text completions body."""
@@ -207,107 +126,117 @@ class OpenAICompatModel(ChatModel):
         keys = ("temperature", "max_tokens", "top_p", "stop", "seed")
         for key in keys if prompt is not None else (*keys, "tools", "tool_choice"):
             value = getattr(params, key)
-            if value is not None and key not in self.dropped:
+            if value is not None and key not in attempt.dropped:
                 body[key] = value
-        if params.json_schema is not None and mode != "none" and prompt is None:
-            body["response_format"] = _response_format(mode, params.json_schema)
+        if params.json_schema is not None and attempt.mode != "none" and prompt is None:
+            body["response_format"] = _response_format(attempt.mode, params.json_schema)
         if stream:
             body["stream"] = True
-            if "stream_options" not in self.dropped:
+            if "stream_options" not in attempt.dropped:
                 body["stream_options"] = {"include_usage": True}
         body.update(self.upstream.extra_body)
         return body
 
-    def _cost(self, usage: Usage, reported: Any) -> float | None:
-        if isinstance(reported, int | float):
+    def _cost(self, usage: Usage, reported: float | None) -> float | None:
+        if reported is not None:
             return float(reported)
         return self.prices.cost(self.id, usage)
 
-    def _step_down(self, exc: ProviderError, params: GenerationParams, mode: StructuredMode) -> bool:
-        """Adapt to what this backend refuses, remember it, and say whether to try again at once:
-        - a response_format it does not know (a 4xx, or a 500 naming it, as llama_cpp.server answers): step
-          down to the next form for this upstream;
-        - an optional parameter it rejects by name (reasoning models refuse temperature, some servers
-          stream_options): stop sending it to this model."""
-        if (
-            params.json_schema is not None
-            and mode != "none"
-            and (isinstance(exc, BadUpstreamRequestError) or "response_format" in str(exc))
+    def _fallback(self, exc: ProviderError, params: GenerationParams, attempt: _Attempt) -> _Attempt | None:
+        """The next attempt of this request without what the upstream refused, or None (not a refusal)."""
+        if not isinstance(exc, BadUpstreamRequestError) and exc.status not in (500, 422):
+            return None
+        param = _root(exc.param)
+        unsupported = exc.code in _UNSUPPORTED
+        structured = params.json_schema is not None and attempt.mode != "none"
+        if param in _DROPPABLE and param not in attempt.dropped:
+            nxt = _Attempt(attempt.mode, attempt.dropped | {param})
+            what = param
+        elif structured and (
+            param == "response_format" or (param is None and exc.code not in _NOT_A_PARAMETER)
         ):
-            self.upstream.structured = _FALLBACK[mode]
-            self.supports_json_schema = self.upstream.structured != "none"
-            return True
-        if isinstance(exc, BadUpstreamRequestError):
-            message = str(exc)
-            for key in _DROPPABLE:
-                if key in message and key not in self.dropped:
-                    self.dropped.add(key)
-                    return True
-        return False
+            nxt = _Attempt(_FALLBACK[attempt.mode], attempt.dropped)
+            what = f"response_format {attempt.mode} (next: {nxt.mode})"
+        else:
+            return None
+        remembered = unsupported and param is not None
+        if remembered and param == "response_format":
+            self.structured = max(self.structured, nxt.mode, key=_ORDER.index)  # only ever steps down
+            self.supports_json_schema = self.structured != "none"
+        elif remembered and param is not None:
+            self.dropped = self.dropped | {param}
+        log.info(
+            "%s: the upstream refused %s (HTTP %s, code %s); retrying this request without it%s",
+            self.id,
+            what,
+            exc.status,
+            exc.code,
+            "; remembered for this model" if remembered else "",
+        )
+        return nxt
 
     # -- calls ------------------------------------------------------------------------------------------------
     async def complete(self, messages: Sequence[Message], params: GenerationParams) -> Completion:
         start = time.perf_counter()
-        data = await self._with_retries(lambda mode: self._post_once(messages, params, mode), params)
+        retry = self.upstream.retry.start()
+        attempt = _Attempt(self.structured, self.dropped)
+        while True:
+            try:
+                raw = await self._post_once(messages, params, attempt, retry.remaining())
+                break
+            except ProviderError as exc:
+                nxt = self._fallback(exc, params, attempt)
+                if nxt is not None:
+                    attempt = nxt
+                    continue
+                await retry.backoff(exc)
         latency = time.perf_counter() - start
-        if "error" in data and data.get("error"):
-            raise UpstreamError(
-                f"{self.id}: {_error_message(json.dumps(data).encode(), 'error')}", provider=self.id
-            )
-        try:
-            choice = data["choices"][0]
-            message = choice.get("message") or {}
-        except (KeyError, IndexError, TypeError):
-            raise UpstreamError(f"{self.id}: malformed response without choices", provider=self.id) from None
-        usage_raw = data.get("usage") or {}
-        usage = Usage(
-            prompt_tokens=int(usage_raw.get("prompt_tokens") or 0),
-            completion_tokens=int(usage_raw.get("completion_tokens") or 0),
-        )
+        data = parse_completion(raw, self.id)
+        if data.error:
+            raise midstream_error(data.error, self.id)
+        if not data.choices:
+            raise MalformedResponseError(f"{self.id}: malformed response: no choices", provider=self.id)
+        choice = data.choices[0]
+        message = choice.message
+        usage, cost = self._usage(data.usage)
         return Completion(
-            text=message.get("content") or "",
-            finish_reason=choice.get("finish_reason"),
+            text=(message.content if message else None) or "",
+            finish_reason=choice.finish_reason,
             usage=usage,
-            cost=self._cost(usage, usage_raw.get("cost")),
-            model=str(data.get("model") or self.remote_name),
+            cost=self._cost(usage, cost),
+            model=data.model or self.remote_name,
             latency=latency,
             ttft=latency,
-            tool_calls=message.get("tool_calls") or None,
+            tool_calls=(message.tool_calls if message else None) or None,
         )
 
+    @staticmethod
+    def _usage(raw: WireUsage | None) -> tuple[Usage, float | None]:
+        if raw is None:
+            return Usage(), None
+        return Usage(
+            prompt_tokens=raw.prompt_tokens or 0, completion_tokens=raw.completion_tokens or 0
+        ), raw.cost
+
     async def _post_once(
-        self, messages: Sequence[Message], params: GenerationParams, mode: StructuredMode
-    ) -> Any:
+        self,
+        messages: Sequence[Message],
+        params: GenerationParams,
+        attempt: _Attempt,
+        remaining: float | None,
+    ) -> bytes:
         up = self.upstream
         try:
-            async with up.session.post(
-                up.url("/chat/completions"),
-                json=self._body(messages, params, False, mode),
-                headers=request_headers.get(),
-            ) as r:
-                raw = await r.read()
-                if r.status >= 400:
-                    raise error_from_status(r.status, raw, self.id, _retry_after(r.headers))
-        except _TRANSPORT_ERRORS as exc:
-            raise _transport_error(exc, self.id) from None
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise UpstreamError(f"{self.id}: response is not JSON", provider=self.id) from None
-
-    async def _with_retries(self, call: Any, params: GenerationParams) -> Any:
-        attempt = 0
-        while True:
-            mode = self.upstream.structured
-            try:
-                return await call(mode)
-            except ProviderError as exc:
-                if self._step_down(exc, params, mode):
-                    continue
-                if not exc.retryable or attempt >= self.upstream.max_retries:
-                    raise
-                attempt += 1
-                await asyncio.sleep(_backoff(exc, attempt))
+            with up.using():
+                async with up.post(
+                    "/chat/completions", self._body(messages, params, False, attempt), remaining
+                ) as r:
+                    raw = await read_capped(r, up.max_response_bytes, self.id)
+                    if r.status >= 400:
+                        raise error_from_status(r.status, raw, self.id, retry_after(r.headers))
+                    return raw
+        except TRANSPORT_ERRORS as exc:
+            raise transport_error(exc, self.id) from exc
 
     def stream(self, messages: Sequence[Message], params: GenerationParams) -> AsyncIterator[StreamEvent]:
         return self._stream(messages, params, None)
@@ -320,102 +249,129 @@ class OpenAICompatModel(ChatModel):
         self, messages: Sequence[Message], params: GenerationParams, prompt: str | None
     ) -> AsyncIterator[StreamEvent]:
         start = time.perf_counter()
-        attempt = 0
+        retry = self.upstream.retry.start()
+        attempt = _Attempt(self.structured, self.dropped)
         while True:
-            mode = self.upstream.structured
             started = False
             try:
-                async for event in self._stream_once(messages, params, mode, start, prompt):
+                async for event in self._stream_once(
+                    messages, params, attempt, start, prompt, retry.remaining
+                ):
                     started = True
                     yield event
                 return
             except ProviderError as exc:
-                if not started and self._step_down(exc, params, mode):
-                    continue
-                if started or not exc.retryable or attempt >= self.upstream.max_retries:
+                if started:
                     raise
-                attempt += 1
-                await asyncio.sleep(_backoff(exc, attempt))
+                nxt = self._fallback(exc, params, attempt)
+                if nxt is not None:
+                    attempt = nxt
+                    continue
+                await retry.backoff(exc)
 
     async def _stream_once(
         self,
         messages: Sequence[Message],
         params: GenerationParams,
-        mode: StructuredMode,
+        attempt: _Attempt,
         start: float,
-        prompt: str | None = None,
+        prompt: str | None,
+        remaining: Callable[[], float | None],
     ) -> AsyncIterator[StreamEvent]:
-        body = self._body(messages, params, True, mode, prompt)
+        body = self._body(messages, params, True, attempt, prompt)
         path = "/chat/completions" if prompt is None else "/completions"
-        parts: list[str] = []
-        tools = _ToolCallAccumulator()
-        usage = Usage()
-        reported_cost: Any = None
-        finish: str | None = None
-        answered_by = self.remote_name
-        ttft: float | None = None
+        state = _StreamState()
         up = self.upstream
         try:
-            async with up.session.post(up.url(path), json=body, headers=request_headers.get()) as response:
-                if response.status >= 400:
-                    raw = await response.read()
-                    raise error_from_status(response.status, raw, self.id, _retry_after(response.headers))
-                async for data in iter_sse_data(response.content):
-                    data = data.strip()
-                    if not data or data == "[DONE]":
-                        continue  # read on to the end: a fully read response keeps the connection alive
-                    try:
-                        chunk = json.loads(data)
-                    except ValueError:
-                        raise UpstreamError(f"{self.id}: malformed stream event", provider=self.id) from None
-                    if chunk.get("error"):
-                        raise UpstreamError(
-                            f"{self.id}: error mid-stream: {_error_message(data.encode(), 'error')}",
-                            provider=self.id,
-                        )
-                    answered_by = str(chunk.get("model") or answered_by)
-                    if chunk.get("usage"):
-                        u = chunk["usage"]
-                        usage = Usage(
-                            prompt_tokens=int(u.get("prompt_tokens") or 0),
-                            completion_tokens=int(u.get("completion_tokens") or 0),
-                        )
-                        reported_cost = u.get("cost", reported_cost)
-                    for choice in chunk.get("choices") or []:
-                        delta = choice.get("delta") or {}
-                        if choice.get("finish_reason"):
-                            finish = choice["finish_reason"]
-                            if finish == "error":
-                                raise UpstreamError(
-                                    f"{self.id}: stream ended with an error", provider=self.id
-                                )
-                        if delta.get("tool_calls"):
-                            tools.add(delta["tool_calls"])
-                        text = delta.get("content") if prompt is None else choice.get("text")
+            with up.using():
+                async with up.post(path, body, remaining()) as response:
+                    if response.status >= 400:
+                        raw = await read_capped(response, up.max_response_bytes, self.id)
+                        raise error_from_status(response.status, raw, self.id, retry_after(response.headers))
+                    lines = iter_lines(
+                        content_chunks(response),
+                        max_line=min(MAX_LINE, up.max_response_bytes),
+                        max_total=up.max_response_bytes,
+                        source=self.id,
+                    )
+                    async for data in iter_sse_data(lines, self.id):
+                        text = self._read_event(data.strip(), state, prompt is not None)
                         if text:
-                            if ttft is None:
-                                ttft = time.perf_counter() - start
-                            parts.append(text)
+                            if state.ttft is None:
+                                state.ttft = time.perf_counter() - start
                             yield Delta(text)
-        except _TRANSPORT_ERRORS as exc:
-            raise _transport_error(exc, self.id) from None
+        except TRANSPORT_ERRORS as exc:
+            raise transport_error(exc, self.id) from exc
+        yield self._final(state, messages, prompt, start)
+
+    def _read_event(self, data: str, state: _StreamState, raw_prompt: bool) -> str:
+        """Fold one ``data:`` payload into the stream's state; the text it adds."""
+        if not data or data == "[DONE]":
+            return ""  # read on to the end: a fully read response keeps the connection alive
+        chunk = parse_chunk(data, self.id)
+        state.events += 1
+        if chunk.error:
+            raise midstream_error(chunk.error, self.id)
+        state.answered_by = chunk.model or state.answered_by
+        if chunk.usage is not None:
+            state.usage, cost = self._usage(chunk.usage)
+            state.reported_cost = cost if cost is not None else state.reported_cost
+        added = []
+        for choice in chunk.choices or []:
+            if choice.finish_reason:
+                state.finish = choice.finish_reason
+                if state.finish == "error":
+                    raise UpstreamError(f"{self.id}: stream ended with an error", provider=self.id)
+            delta = choice.delta
+            if delta is not None and delta.tool_calls:
+                state.tools.add(delta.tool_calls)
+            text = choice.text if raw_prompt else (delta.content if delta is not None else None)
+            if text:
+                added.append(text)
+        state.parts.extend(added)
+        return "".join(added)
+
+    def _final(
+        self, state: _StreamState, messages: Sequence[Message], prompt: str | None, start: float
+    ) -> Completion:
+        tool_calls = state.tools.result()
+        if not state.parts and not tool_calls and state.finish is None:
+            what = "no completion events" if state.events == 0 else "no content and no finish_reason"
+            raise MalformedResponseError(
+                f"{self.id}: malformed stream: it ended with {what}", provider=self.id
+            )
+        usage = state.usage
         if usage.prompt_tokens == 0 and usage.completion_tokens == 0:
             # Some servers send no usage when streaming; estimate rather than report a free call.
             usage = Usage(
                 prompt_tokens=estimate_tokens(messages) if prompt is None else len(prompt) // 4 + 1,
-                completion_tokens=max(1, len("".join(parts)) // 4) if parts else 0,
+                completion_tokens=max(1, len("".join(state.parts)) // 4) if state.parts else 0,
                 estimated=True,
             )
-        yield Completion(
-            text="".join(parts),
-            finish_reason=finish,
+        return Completion(
+            text="".join(state.parts),
+            finish_reason=state.finish,
             usage=usage,
-            cost=self._cost(usage, reported_cost),
-            model=answered_by,
+            cost=self._cost(usage, state.reported_cost),
+            model=state.answered_by or self.remote_name,
             latency=time.perf_counter() - start,
-            ttft=ttft,
-            tool_calls=tools.result(),
+            ttft=state.ttft,
+            tool_calls=tool_calls,
         )
+
+
+class _StreamState:
+    """What a stream has said so far."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.tools = _ToolCallAccumulator()
+        self.usage = Usage()
+        self.reported_cost: float | None = None
+        self.finish: str | None = None
+        self.answered_by: str | None = None
+        self.ttft: float | None = None
+        self.events = 0
 
 
 def _response_format(mode: StructuredMode, schema: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The ASGI application: lifespan (one ProviderHub per worker), auth, the recursion guard, the body limit,
+"""The ASGI application: lifespan (one ProviderHub per worker), auth, the recursion guard, the body limits,
 routing by (method, path), error rendering, the web panel's static files and /openapi.json."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import hmac
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,8 +17,10 @@ from ..config import Config, load_config
 from ..errors import PolyfuseError, ProviderError
 from ..fusion.request import FusionRequest
 from ..gateway.service import Gateway
+from ..presets import member_specs
 from ..providers.local import BUNDLED
 from ..providers.openai_compat import request_headers
+from ..providers.policy import ModelPolicy
 from ..providers.registry import HOSTED_PRESETS, ProviderHub
 from ..store import RunLog, open_log
 from ..types import FusionResult
@@ -33,9 +36,11 @@ from .asgi import (
     encode,
     until_disconnect,
 )
+from .deadlines import Deadlines
 from .errors import ApiError, Redactor, from_library
 from .gate import Call
 from .openapi import openapi_document
+from .policy import server_policy
 from .runlog import RunLogHook
 from .schemas import PresetInfo
 from .settings import CONFIG_ENV, DEPTH_HEADER, NO_LOG_ENV, ServerSettings
@@ -47,6 +52,18 @@ log = logging.getLogger("polyfuse.server")
 Handler = Callable[["ServerState", Request, bytes], Awaitable[Response]]
 ResultHook = Callable[[FusionRequest, FusionResult], None]
 
+# The panel is same-origin HTML, CSS and JavaScript: nothing inline, nothing from elsewhere, never in a frame.
+_PANEL_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
+        b"base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
+_DEPTH = re.compile(r"[0-9]{1,6}")
 _STATIC_TYPES = {
     ".html": b"text/html; charset=utf-8",
     ".css": b"text/css; charset=utf-8",
@@ -62,8 +79,10 @@ class ServerState:
     config: Config
     hub: ProviderHub
     redact: Redactor
+    policy: ModelPolicy
     result_hooks: list[ResultHook] = field(default_factory=list)
     run_log: RunLogHook | None = None
+    deadlines: Deadlines = field(default_factory=Deadlines)  # pass-through deadlines, one timer for all
     gateway: Gateway | None = None
     owned_log: RunLog | None = None  # the database opened for the gateway alone (run log off)
 
@@ -84,7 +103,7 @@ class ServerState:
         return {
             name: PresetInfo(
                 description=p.description,
-                pool=[s.model if s.id == s.model else s.id for s in p.member_specs()],
+                pool=[s.model if s.id == s.model else s.id for s in member_specs(p)],
                 judge=p.judge,
                 mode=p.mode,
                 rounds=p.rounds,
@@ -96,7 +115,7 @@ class ServerState:
         """Single-model ids worth offering: bundled and aliased local models, preset members, [server] models."""
         seen = dict.fromkeys(f"local/{n}" for n in [*BUNDLED, *self.config.local.models])
         for p in self.config.all_presets().values():
-            seen.update(dict.fromkeys(s.model for s in p.member_specs()))
+            seen.update(dict.fromkeys(s.model for s in member_specs(p)))
             if p.judge:
                 seen[p.judge] = None
         seen.update(dict.fromkeys(self.settings.models))
@@ -112,11 +131,16 @@ class ServerApp:
     """``ServerApp(config)`` is an ASGI app; pass ``hub`` to share one (tests), else one is made per worker."""
 
     def __init__(
-        self, config: Config, hub: ProviderHub | None = None, env: Mapping[str, str] | None = None
+        self,
+        config: Config,
+        hub: ProviderHub | None = None,
+        env: Mapping[str, str] | None = None,
+        policy: ModelPolicy | None = None,
     ) -> None:
-        hub = hub or ProviderHub(config, env=env)
+        policy = policy or server_policy(config, env)
+        hub = hub or ProviderHub.from_config(config, env=env, policy=policy)
         self.keys = config.server.keys(env)
-        self.state = ServerState(config, hub, Redactor(_secrets(config, hub, self.keys)))
+        self.state = ServerState(config, hub, Redactor(_secrets(config, hub, self.keys)), policy)
         self.routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/chat/completions"): routes.chat_completions,
             ("GET", "/v1/models"): routes.list_models,
@@ -177,7 +201,7 @@ class ServerApp:
     async def _serve(self, handler: Handler, request: Request, receive: Receive, send: Send) -> None:
         try:
             self._guard(request)
-            body = await request.body(self.state.settings.max_body_bytes) if request.method == "POST" else b""
+            body = await self._body(request) if request.method == "POST" else b""
         except ApiError as exc:
             await _error(exc).send_to(send)
             return
@@ -208,6 +232,20 @@ class ServerApp:
             response = _error(err)
         await response.send_to(send)
 
+    async def _body(self, request: Request) -> bytes:
+        """A JSON body within the size limit. Only ``application/json``: a web page can make the
+        browser send text/plain, form or typeless bodies to any origin without asking (no CORS preflight)."""
+        media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media != "application/json":
+            raise ApiError(
+                415,
+                f"the request body must be sent as Content-Type: application/json (got '{media[:60] or 'none'}')",
+                code="unsupported_media_type",
+            )
+        # The body's deadline ([server] body_timeout) is kept by the connection (server/protocol.py), at no
+        # cost per request; a client that stops sending gets a 408 and this read ends with ClientGone.
+        return await request.body(self.state.settings.max_body_bytes)
+
     def _guard(self, request: Request) -> None:
         """Auth for /v1 routes when keys are configured; refuse requests that looped through polyfuse."""
         if request.call is not None and request.path.startswith(("/v1/", "/admin/")):
@@ -231,7 +269,7 @@ class ServerApp:
         raw = request.headers.get(DEPTH_HEADER)
         if raw is None:
             return
-        if not raw.strip().isdigit():
+        if not _DEPTH.fullmatch(raw.strip()):  # ASCII digits only: str.isdigit() accepts '²', int() does not
             raise ApiError(400, f"{DEPTH_HEADER} must be a non-negative integer", param=DEPTH_HEADER)
         if int(raw) > self.state.settings.max_depth:
             raise ApiError(
@@ -248,7 +286,7 @@ class ServerApp:
                 return JSONResponse(self.openapi)
             static = self.static.get("index.html" if path == "/" else path.removeprefix("/static/"))
             if static is not None and (path == "/" or path.startswith("/static/")):
-                return JSONResponse(static[0], content_type=static[1])
+                return JSONResponse(static[0], content_type=static[1], headers=_PANEL_HEADERS)
         if any(p == path for _, p in self.routes):
             allowed = ", ".join(m for m, p in self.routes if p == path)
             return _error(
@@ -283,12 +321,14 @@ def create_app(
     env: Mapping[str, str] | None = None,
     result_hooks: list[ResultHook] | None = None,
     run_log: RunLog | None = None,
+    policy: ModelPolicy | None = None,
     gateway_log: RunLog | None = None,
 ) -> ServerApp:
-    """The app; ``run_log`` records every finished fusion (closed at shutdown). The gateway (when ``[gateway]``
-    turns something on) keeps keys and usage in ``run_log``'s database, or in ``gateway_log``'s when runs are
-    not recorded (closed at shutdown too)."""
-    app = ServerApp(config or load_config(), hub, env)
+    """The app; ``run_log`` records every finished fusion (closed at shutdown). ``policy`` defaults to the
+    server's restrictive one built from the config (``server_policy``). The gateway (when ``[gateway]`` turns
+    something on) keeps keys and usage in ``run_log``'s database, or in ``gateway_log``'s when runs are not
+    recorded (closed at shutdown too)."""
+    app = ServerApp(config or load_config(), hub, env, policy)
     app.state.result_hooks.extend(result_hooks or [])
     if run_log is not None:
         app.state.run_log = RunLogHook(run_log)

@@ -43,13 +43,21 @@ def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
 _ERRORS = {
     str(code): _json(ErrorResponse, text)
     for code, text in (
-        (400, "malformed JSON, wrong types, invalid values, too many pool members, recursion guard"),
+        (
+            400,
+            "malformed JSON, wrong types, invalid values, too many pool members, a model id the server's policy "
+            "does not allow (model_not_allowed), recursion guard",
+        ),
         (401, "missing or wrong server key"),
         (402, "the estimated cost exceeds fusion.max_cost"),
         (404, "unknown model"),
+        (408, "the request body did not arrive within [server] body_timeout"),
         (413, "request body over the configured limit"),
+        (415, "a body that is not Content-Type: application/json"),
         (429, "rate limited upstream"),
-        (502, "every upstream / pool member failed"),
+        (502, "every upstream / pool member failed, or sent a malformed response"),
+        (503, "too many open connections"),
+        (504, "no answer within [server] passthrough_timeout"),
     )
 }
 

@@ -3,20 +3,22 @@ and returns a response; errors are raised (ApiError or the library's typed error
 
 from __future__ import annotations
 
+import asyncio
 import functools
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from .. import __version__
-from ..errors import ProviderError
+from ..errors import ConfigError, ProviderError, ProviderTimeoutError
 from ..fusion.engine import fuse, fuse_events
 from ..fusion.strategies import strategy_names
 from ..providers.base import ChatModel, StreamEvent
-from ..types import FusionResult
+from ..types import FusionResult, GenerationParams, Message
 from . import gate
 from .asgi import JSONResponse, Request, StreamResponse, json_response
-from .errors import ApiError, from_validation
+from .errors import ApiError, from_library, from_validation
 from .schemas import ChatCompletionRequest, Health, ModelCard, ModelList, PanelConfig
 from .streaming import ChunkWriter, aclose, fusion_stream, single_stream
 from .translate import (
@@ -61,7 +63,7 @@ async def _fusion(
 ) -> JSONResponse | StreamResponse:
     if req.models:
         raise ApiError(400, "a 'models' fallback list takes single model ids, not a preset", param="models")
-    fused = fusion_request(state.config, state.settings, req, preset)
+    fused = fusion_request(state.config, state.settings, req, preset, check=functools.partial(allowed, state))
     call = request.call
     if call is not None and (
         cached := await gate.before_fusion(state, call, req, fused, preset, request.headers)
@@ -99,6 +101,19 @@ async def _fusion(
     return StreamResponse(body, gate.miss_header(call))
 
 
+def allowed(state: ServerState, ids: Iterable[str], param: str) -> None:
+    """Refuse (404 unknown, 400 ``model_not_allowed``) any id this server may not resolve, naming the field;
+    nothing is fetched or opened for a refused id."""
+    for model_id in ids:
+        try:
+            state.hub.check(model_id)
+            state.policy.check(model_id.strip())
+        except ConfigError as exc:
+            err = from_library(exc, state.redact)
+            err.param = param
+            raise err from None
+
+
 def _routes(state: ServerState, req: ChatCompletionRequest) -> list[tuple[str, ChatModel]]:
     """The model and its fallbacks (OpenRouter's ``models``), each resolved up front: an unknown id is a 404."""
     ids = [req.model, *(m for m in req.models or [] if m != req.model)]
@@ -107,20 +122,48 @@ def _routes(state: ServerState, req: ChatCompletionRequest) -> list[tuple[str, C
             raise ApiError(
                 400, "a 'models' fallback list takes single model ids, not a preset", param="models"
             )
+    allowed(state, [req.model], "model")
+    allowed(state, ids[1:], "models")
     return [(model_id, state.hub.model(model_id)) for model_id in ids]
 
 
 async def _single(
     state: ServerState, req: ChatCompletionRequest, request: Request
 ) -> JSONResponse | StreamResponse:
+    """A pass-through, all attempts and fallbacks within ``[server] passthrough_timeout``."""
     routes = _routes(state, req)
-    call = request.call
-    ids = [model_id for model_id, _ in routes]
     messages, params = to_messages(req), generation_params(req)
-    if call is not None and (
-        cached := await gate.before_single(state, call, req, ids, messages, params, request.headers)
-    ):
-        return cached
+    call = request.call
+    if call is not None:  # the gateway: the key's allow-list, the cache, limits and budget holds
+        ids = [model_id for model_id, _ in routes]
+        cached = await gate.before_single(state, call, req, ids, messages, params, request.headers)
+        if cached is not None:
+            return cached
+    limit = state.settings.passthrough_timeout
+    deadline = asyncio.get_running_loop().time() + limit
+
+    def too_late() -> ProviderTimeoutError:
+        return ProviderTimeoutError(
+            f"no complete answer within the server's passthrough_timeout of {limit:g}s"
+        )
+
+    try:
+        with state.deadlines.until(deadline):
+            return await _first_answer(state, req, routes, (messages, params), call, deadline, too_late)
+    except TimeoutError:
+        raise too_late() from None
+
+
+async def _first_answer(
+    state: ServerState,
+    req: ChatCompletionRequest,
+    routes: list[tuple[str, ChatModel]],
+    prompt: tuple[list[Message], GenerationParams],
+    call: gate.Call | None,
+    deadline: float,
+    too_late: Callable[[], ProviderTimeoutError],
+) -> JSONResponse | StreamResponse:
+    messages, params = prompt
     error: ProviderError | None = None
     for model_id, model in routes:
         if not req.stream:
@@ -136,12 +179,22 @@ async def _single(
         events = model.stream(messages, params)
         try:  # fall back only while nothing has been sent
             first: StreamEvent = await anext(events)
-        except ProviderError as exc:
+        except BaseException as exc:
             await aclose(events)
+            if not isinstance(exc, ProviderError):
+                raise
             error = state.fell_back(model_id, exc)
             continue
-        on_done = functools.partial(gate.single_done, state, call, model_id)
-        body = single_stream(events, first, ChunkWriter(model_id), state.redact, on_done=on_done)
+        body = single_stream(
+            events,
+            first,
+            ChunkWriter(model_id),
+            state.redact,
+            state.deadlines,
+            deadline,
+            too_late,
+            on_done=functools.partial(gate.single_done, state, call, model_id),
+        )
         return StreamResponse(body, gate.miss_header(call))
     assert error is not None
     raise error

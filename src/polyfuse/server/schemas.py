@@ -74,12 +74,15 @@ class FusionOptions(_Strict):
     mode: str | None = Field(default=None, description="best-of, merge, debate or vote")
     rounds: int | None = Field(default=None, ge=1)
     min_responses: int | None = Field(default=None, ge=1)
-    straggler_grace: float | None = Field(default=None, ge=0)
+    straggler_grace: float | None = Field(default=None, ge=0, le=3600, allow_inf_nan=False)
     skip_judge_on_consensus: float | None = Field(default=None, ge=0, le=1)
     max_cost: float | None = Field(
-        default=None, ge=0, description="USD; refused with 402 when the estimate exceeds it"
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="USD; refused with 402 when the estimate exceeds it",
     )
-    member_timeout: float | None = Field(default=None, gt=0)
+    member_timeout: float | None = Field(default=None, gt=0, le=3600, allow_inf_nan=False)
     progress: Literal["none", "status", "full"] = Field(
         default="status",
         description="streamed progress comments: none, status (members, judge, verdict) or full (+ member text)",
@@ -93,10 +96,10 @@ class ChatCompletionRequest(_Lenient):
     stream: bool = False
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=10_000_000)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=10_000_000)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), lt=2**63)
     n: int | None = Field(default=None, ge=1, le=1)
     response_format: ResponseFormat | None = None
     tools: list[dict[str, Any]] | None = None

@@ -13,10 +13,11 @@ from typing import Any
 
 import orjson
 
-from ..errors import PolyfuseError
+from ..errors import PolyfuseError, ProviderTimeoutError
 from ..fusion.events import FusionEvent
 from ..providers.base import Delta, StreamEvent
 from ..types import Completion, FusionResult, Usage
+from .deadlines import Deadlines
 from .errors import ApiError, Redactor, from_library
 from .schemas import ChatCompletionChunk, ChunkChoice, ChunkDelta, CompletionUsage, ErrorDetail, FusionInfo
 from .translate import answer_content, completion_id, fusion_info, words
@@ -200,10 +201,15 @@ async def single_stream(
     first: StreamEvent,
     writer: ChunkWriter,
     redact: Redactor,
+    deadlines: Deadlines | None = None,
+    deadline: float | None = None,
+    timeout_error: Callable[[], PolyfuseError] | None = None,
     on_done: Callable[[Completion], None] | None = None,
 ) -> AsyncIterator[bytes]:
-    """The SSE body of a pass-through: deltas as they arrive, the final chunk with usage, ``[DONE]``.
-    ``on_done`` gets the finished completion (usage and cost, for the gateway)."""
+    """The SSE body of a pass-through: deltas as they arrive, the final chunk with usage, ``[DONE]``. Past
+    ``deadline`` (loop time) the stream ends with ``timeout_error()`` as an error chunk: a dripping upstream
+    cannot hold it open for ever. ``on_done`` gets the finished completion (usage and cost, for the gateway)."""
+    watch = deadlines or Deadlines()
     yield writer.role()
     event: StreamEvent | None = first
     try:
@@ -214,7 +220,11 @@ async def single_stream(
                 if on_done is not None:
                     on_done(event)
                 yield _single_final(writer, event)
-            event = await anext(events, None)
+            with watch.until(deadline):  # entered and left within this step, never across a yield
+                event = await anext(events, None)
+    except TimeoutError:
+        exc = timeout_error() if timeout_error else ProviderTimeoutError("the upstream took too long")
+        yield writer.error(from_library(exc, redact))
     except PolyfuseError as exc:
         yield writer.error(from_library(exc, redact))
     finally:

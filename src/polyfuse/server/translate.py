@@ -10,7 +10,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..config import Config
+from ..config import Config, request_for
+from ..errors import TooManyMembersError
 from ..fusion.request import FusionRequest
 from ..types import Completion, FusionResult, GenerationParams, Message
 from .errors import ApiError
@@ -113,48 +114,54 @@ def generation_params(request: ChatCompletionRequest) -> GenerationParams:
 
 
 def fusion_request(
-    config: Config, settings: ServerSettings, request: ChatCompletionRequest, preset: str
+    config: Config,
+    settings: ServerSettings,
+    request: ChatCompletionRequest,
+    preset: str,
+    check: Callable[[list[str], str], None] | None = None,
 ) -> FusionRequest:
     """The FusionRequest for a preset plus the request's ``fusion`` overrides and sampling options.
 
-    Members get every sampling option. The judge gets the client's temperature and seed, and room for an
-    answer of the client's max_tokens on top of its verdict. Stop sequences and response_format apply to the
-    answer the judge writes (cut at a stop sequence; a JSON value of the requested schema), not to its verdict
-    JSON as a whole, which they would break.
+    The pool is bounded before it is expanded, and ``check(ids, param)`` sees every member and the judge
+    before anything else happens (the server's model policy). Members get every sampling option. The judge
+    gets the client's temperature and seed, and room for an answer of the client's max_tokens on top of its
+    verdict. Stop sequences and response_format apply to the answer the judge writes (cut at a stop sequence;
+    a JSON value of the requested schema), not to its verdict JSON as a whole, which they would break.
     """
     opts = request.fusion
     params = generation_params(request)
-    fused = config.build_request(
-        to_messages(request),
-        preset=preset,
-        pool=opts.pool if opts else None,
-        judge=opts.judge if opts else None,
-        mode=opts.mode if opts else None,
-        rounds=opts.rounds if opts else None,
-        temperature=params.temperature,
-        max_tokens=params.max_tokens,
-        seed=params.seed,
-        top_p=params.top_p,
-        stop=params.stop,
-        min_responses=opts.min_responses if opts else None,
-        straggler_grace=opts.straggler_grace if opts else None,
-        skip_judge_on_consensus=opts.skip_judge_on_consensus if opts else None,
-        max_cost=opts.max_cost if opts else None,
-        member_timeout=opts.member_timeout if opts else None,
-    )
-    if len(fused.pool) > settings.max_pool_members:
-        raise ApiError(
-            400,
-            f"the pool has {len(fused.pool)} members; this server allows at most {settings.max_pool_members}",
-            code="too_many_members",
-            param="fusion.pool",
+    try:
+        resolved = config.resolve(
+            preset=preset,
+            pool=opts.pool if opts else None,
+            judge=opts.judge if opts else None,
+            mode=opts.mode if opts else None,
+            rounds=opts.rounds if opts else None,
+            max_members=settings.max_pool_members,
+            temperature=params.temperature,
+            max_tokens=params.max_tokens,
+            seed=params.seed,
+            top_p=params.top_p,
+            stop=params.stop,
+            min_responses=opts.min_responses if opts else None,
+            straggler_grace=opts.straggler_grace if opts else None,
+            skip_judge_on_consensus=opts.skip_judge_on_consensus if opts else None,
+            max_cost=opts.max_cost if opts else None,
+            member_timeout=opts.member_timeout if opts else None,
         )
-    if fused.mode == "debate" and fused.rounds > settings.max_rounds:
+    except TooManyMembersError as exc:
+        raise ApiError(400, str(exc), code="too_many_members", param="fusion.pool") from None
+    if check is not None:
+        check([s.model for s in resolved.pool], "fusion.pool" if opts and opts.pool is not None else "model")
+        if resolved.judge:
+            check([resolved.judge], "fusion.judge" if opts and opts.judge is not None else "model")
+    if resolved.mode == "debate" and resolved.rounds > settings.max_rounds:
         raise ApiError(
             400,
-            f"rounds {fused.rounds} exceeds this server's limit of {settings.max_rounds}",
+            f"rounds {resolved.rounds} exceeds this server's limit of {settings.max_rounds}",
             param="fusion.rounds",
         )
+    fused = request_for(resolved, to_messages(request))
     fused.params = fused.params.merged(
         json_schema=params.json_schema, tools=params.tools, tool_choice=params.tool_choice
     )

@@ -112,7 +112,7 @@ class ScriptedModel(ChatModel):
 
 def scripted_hub(models: Mapping[str, ScriptedModel], config: Config | None = None) -> ProviderHub:
     """A hub where ``scripted/<name>`` resolves to the given models (other prefixes work as usual)."""
-    hub = ProviderHub(config or Config(), env={})
+    hub = ProviderHub.from_config(config or Config(), env={})
 
     def factory(name: str, _hub: ProviderHub) -> ChatModel:
         if name not in models:

@@ -34,6 +34,13 @@ class Behaviour:
     answered_by: str | None = None  # "model" field in the reply (fallback routing)
     chunks: int = 4
     tool_calls: list[dict[str, Any]] | None = None
+    # hostile or broken upstreams: a raw 200 body instead of a completion (``body`` sent ``repeat`` times, a
+    # pause of ``drip`` seconds before each piece), or ``hang``: accept the request and never answer
+    body: bytes | None = None
+    repeat: int = 1
+    drip: float = 0.0
+    content_type: str = "application/json"
+    hang: bool = False
 
 
 class FakeUpstream:
@@ -98,6 +105,13 @@ class FakeUpstream:
             if b.latency and await _disconnected_within(b.latency, receive):
                 self.disconnects += 1  # the client gave up while we were "thinking"
                 return
+            if b.hang:
+                await _disconnected_within(3600, receive)
+                self.disconnects += 1
+                return
+            if b.body is not None:
+                await self._raw(send, b, receive)
+                return
             if request.get("stream"):
                 await self._stream(send, request, b, receive)
             else:
@@ -107,6 +121,22 @@ class FakeUpstream:
             raise
         finally:
             self.active -= 1
+
+    async def _raw(self, send: Any, b: Behaviour, receive: Any) -> None:
+        assert b.body is not None
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b.content_type.encode())],
+            }
+        )
+        for _ in range(b.repeat):
+            if b.drip and await _disconnected_within(b.drip, receive):
+                self.disconnects += 1
+                return
+            await send({"type": "http.response.body", "body": b.body, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     def _usage(self, request: dict[str, Any], b: Behaviour) -> dict[str, Any]:
         prompt = sum(len(str(m.get("content", "")).split()) for m in request.get("messages", []))
