@@ -139,11 +139,11 @@ def tree_cpu(pid: int | None) -> float:
 
 
 def wrk(
-    url: str, model: str, connections: int, seconds: int, tmp: Path, pid: int | None = None
+    url: str, model: str, connections: int, seconds: int, tmp: Path, pid: int | None = None, key: str = KEY
 ) -> dict[str, float]:
     """One wrk run; with ``pid``, also the server's CPU per request (robust to a busy machine, unlike req/s)."""
-    script = tmp / f"post-{model.replace('/', '_')}.lua"
-    script.write_text(LUA % (model, KEY))
+    script = tmp / f"post-{model.replace('/', '_')}-{key[-6:]}.lua"
+    script.write_text(LUA % (model, key))
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
     cpu = tree_cpu(pid)
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
@@ -155,6 +155,7 @@ def wrk(
     errors = re.search(r"Socket errors: .*", out)
     return {
         "rps": rps,
+        "requests": requests,
         "p50_ms": float(p50.group(1)) * _UNITS[p50.group(2)] if p50 else float("nan"),
         "non_2xx": int(bad.group(1)) if bad else 0,
         "socket_errors": errors.group(0) if errors else "",

@@ -31,6 +31,7 @@ from polyfuse.store import (
     write_runs,
 )
 from polyfuse.store.backends import PostgresBackend, SqliteBackend
+from polyfuse.store.migrations import MIGRATIONS
 from polyfuse.testing import Reply, ScriptedModel, scripted_hub
 
 POOL = "scripted/a,scripted/b,scripted/c"
@@ -203,7 +204,7 @@ async def test_export_import_round_trips_jsonl_and_csv(settings, tmp_path):
 
 def test_migrates_an_empty_database_once(settings):
     with open_log(settings) as log:
-        assert log.version == SCHEMA_VERSION == 4
+        assert log.version == SCHEMA_VERSION == MIGRATIONS[-1].version
     with open_log(settings) as log:  # reopening applies nothing and keeps data
         assert log.count() == 0
         backend = log.backend

@@ -19,6 +19,7 @@ from .code.settings import CodeSettings
 from .errors import ConfigError
 from .fusion.request import FusionRequest
 from .fusion.scoring import method_names
+from .gateway.settings import GatewaySettings
 from .presets import ResolvedPreset, resolve_preset
 from .providers.base import MemberSpec
 from .server.settings import ServerSettings
@@ -89,6 +90,7 @@ class Config(_Strict):
     server: ServerSettings = Field(default_factory=ServerSettings)
     code: CodeSettings = Field(default_factory=CodeSettings)
     log: LogSettings = Field(default_factory=LogSettings)  # the run log: [log] path/url, store_text
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)  # keys, limits, metrics, cache
     source: str | None = Field(default=None, exclude=True)  # file it came from, for messages
 
     @model_validator(mode="after")

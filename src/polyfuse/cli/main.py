@@ -33,7 +33,7 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from . import code, log, lsp, mcp, models, run, serve
+    from . import code, keys, log, lsp, mcp, models, run, serve, usage
     from . import eval as eval_cli
 
     cli.add_command(run.run)
@@ -43,6 +43,8 @@ def _register() -> None:
     cli.add_command(lsp.lsp)
     cli.add_command(mcp.mcp)
     cli.add_command(log.log)
+    cli.add_command(keys.keys)
+    cli.add_command(usage.usage)
     cli.add_command(eval_cli.eval_command)
 
 

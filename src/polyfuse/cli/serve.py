@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import os
+import shutil
 import socket
+import tempfile
 
 import click
 
 from ..config import load_config
 from ..errors import ConfigError
+from ..gateway.metrics import MULTIPROC_ENV
+from ..gateway.settings import GatewaySettings
 from ..server.protocol import uvicorn_config
-from ..server.settings import CONFIG_ENV, NO_LOG_ENV
+from ..server.settings import CONFIG_ENV, NO_LOG_ENV, ServerSettings
+from ..store.settings import redact_url
 from .runlog import opened_log
 
 __all__ = ["serve", "listening_socket", "is_loopback"]
@@ -70,30 +76,77 @@ def serve(
     insecure_no_auth: bool,
 ) -> None:
     """Serve the OpenAI-compatible API (POST /v1/chat/completions) and the web panel (GET /)."""
-    try:
-        import uvicorn
-    except ImportError:
-        raise ConfigError("polyfuse serve needs the server extra: pip install 'polyfuse[server]'") from None
+    if importlib.util.find_spec("uvicorn") is None:
+        raise ConfigError("polyfuse serve needs the server extra: pip install 'polyfuse[server]'")
     cfg = load_config(config_path)  # fail here with one line, before any worker starts
-    if not is_loopback(host) and not cfg.server.keys() and not insecure_no_auth:
+    if not is_loopback(host) and not cfg.server.keys() and not cfg.gateway.keys and not insecure_no_auth:
         raise ConfigError(
-            f"refusing to serve on {host} without server keys: set [server] api_keys or POLYFUSE_SERVER_KEYS, "
-            "bind 127.0.0.1, or pass --insecure-no-auth"
+            f"refusing to serve on {host} without server keys: set [server] api_keys or POLYFUSE_SERVER_KEYS "
+            "(or [gateway] keys = true), bind 127.0.0.1, or pass --insecure-no-auth"
         )
     with opened_log(cfg, no_log) as runlog:  # likewise a log that cannot be opened
         where = runlog.where if runlog is not None else None
+    if where is None and cfg.gateway.keys:  # keys live in the log's database even when runs are not recorded
+        with opened_log(cfg.model_copy(update={"log": cfg.log.model_copy(update={"enabled": True})}), False):
+            pass
     if config_path:
         os.environ[CONFIG_ENV] = os.path.abspath(config_path)
     if where is None:
         os.environ[NO_LOG_ENV] = "1"
+    metrics_dir = _metrics_dir(cfg.gateway.metrics, workers)
     sock = listening_socket(host, port)
     logged = f"; run log {where}" if where else "; run log off"
     click.echo(
-        f"polyfuse serving on http://{host}:{sock.getsockname()[1]} ({workers} worker(s){logged})", err=True
+        f"polyfuse serving on http://{host}:{sock.getsockname()[1]} ({workers} worker(s){logged}"
+        f"{_gateway_note(cfg.gateway, workers)})",
+        err=True,
     )
+    try:
+        _run(cfg.server, workers, access_log, log_level, sock)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _metrics_dir(metrics: bool, workers: int) -> str | None:
+    """Several workers share their metrics through files in a fresh directory (prometheus-client's
+    multiprocess mode); it must be set before any worker imports prometheus_client."""
+    if not metrics or workers == 1 or os.environ.get(MULTIPROC_ENV):
+        return None
+    path = tempfile.mkdtemp(prefix="polyfuse-metrics-")
+    os.environ[MULTIPROC_ENV] = path
+    return path
+
+
+def _gateway_note(gw: GatewaySettings, workers: int) -> str:
+    parts = []
+    if gw.keys:
+        redis = gw.redis()
+        if redis:
+            parts.append(f"keys, limits and budgets shared through {redact_url(redis)}")
+        else:
+            per = (
+                f" (with {workers} workers a key can get up to {workers}x its rpm/tpm)" if workers > 1 else ""
+            )
+            parts.append(
+                "keys; no [gateway] redis_url: rate limits hold per worker process only"
+                f"{per}, budgets are held in the run-log database"
+            )
+    if gw.metrics:
+        parts.append("metrics at /metrics")
+    if gw.cache.enabled:
+        parts.append("response cache" if gw.redis() else "response cache off (it needs redis_url)")
+    return "; gateway: " + ", ".join(parts) if parts else ""
+
+
+def _run(
+    settings: ServerSettings, workers: int, access_log: bool, log_level: str, sock: socket.socket
+) -> None:
+    import uvicorn
+
     config = uvicorn_config(
         "polyfuse.server.app:app_from_env",
-        cfg.server,
+        settings,
         factory=True,
         workers=workers,
         loop="uvloop",

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
 import os
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -15,6 +17,7 @@ from importlib import resources
 from ..config import Config, load_config
 from ..errors import PolyfuseError, ProviderError
 from ..fusion.request import FusionRequest
+from ..gateway.service import Gateway
 from ..presets import member_specs
 from ..providers.local import BUNDLED
 from ..providers.openai_compat import request_headers
@@ -23,7 +26,7 @@ from ..providers.registry import ProviderHub
 from ..redaction import Redactor, provider_keys
 from ..store import RunLog, open_log
 from ..types import FusionResult
-from . import completions, routes
+from . import completions, gate, routes
 from .asgi import (
     ClientGone,
     JSONResponse,
@@ -37,6 +40,7 @@ from .asgi import (
 )
 from .deadlines import Deadlines
 from .errors import ApiError, from_library
+from .gate import Call
 from .openapi import openapi_document
 from .policy import server_policy
 from .preload import preload
@@ -83,6 +87,8 @@ class ServerState:
     run_log: RunLogHook | None = None
     completions: completions.RefinedCompletions = field(default_factory=completions.RefinedCompletions)
     deadlines: Deadlines = field(default_factory=Deadlines)  # pass-through deadlines, one timer for all
+    gateway: Gateway | None = None
+    owned_log: RunLog | None = None  # the database opened for the gateway alone (run log off)
 
     @property
     def settings(self) -> ServerSettings:
@@ -140,7 +146,10 @@ class ServerApp:
             ("GET", "/v1/models"): routes.list_models,
             ("GET", "/v1/fusion/config"): routes.panel_config,
             ("GET", "/health"): routes.health,
+            ("GET", "/metrics"): gate.metrics,
+            ("GET", "/admin/usage"): gate.usage,
         }
+        self._metered = {"/v1/chat/completions", "/v1/completions"}
         self.static = _load_static()
         self.openapi = encode(openapi_document())
 
@@ -156,14 +165,20 @@ class ServerApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 preloading = asyncio.ensure_future(preload(self.state.config, self.state.hub))
+                if self.state.gateway is not None:
+                    self.state.gateway.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if preloading is not None:
                     preloading.cancel()
                 await self.state.completions.aclose()
                 await self.state.hub.aclose()
+                if self.state.gateway is not None:
+                    await self.state.gateway.aclose()
                 if self.state.run_log is not None:
                     await self.state.run_log.aclose()
+                if self.state.owned_log is not None:
+                    self.state.owned_log.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -173,6 +188,22 @@ class ServerApp:
         if handler is None:
             await self._unrouted(request).send_to(send)
             return
+        if self.state.gateway is None:
+            await self._serve(handler, request, receive, send)
+            return
+        call = request.call = Call(request.path, time.perf_counter(), request.path in self._metered)
+
+        async def observed(message: dict[str, object]) -> None:
+            if message["type"] == "http.response.start":
+                call.status = int(message["status"])  # type: ignore[call-overload]
+            await send(message)
+
+        try:
+            await self._serve(handler, request, receive, observed)
+        finally:
+            gate.finish(self.state, call)
+
+    async def _serve(self, handler: Handler, request: Request, receive: Receive, send: Send) -> None:
         try:
             self._guard(request)
             body = await self._body(request) if request.method == "POST" else b""
@@ -182,7 +213,11 @@ class ServerApp:
         except ClientGone:
             return
         if request.method == "GET":
-            await (await handler(self.state, request, body)).send_to(send)
+            try:
+                response = await handler(self.state, request, body)
+            except ApiError as exc:
+                response = _error(exc)
+            await response.send_to(send)
             return
         await until_disconnect(receive, self._respond(handler, request, body, send))
 
@@ -218,7 +253,13 @@ class ServerApp:
 
     def _guard(self, request: Request) -> None:
         """Auth for /v1 routes when keys are configured; refuse requests that looped through polyfuse."""
-        if self.keys and request.path.startswith("/v1/"):
+        if request.call is not None and request.path.startswith(("/v1/", "/admin/")):
+            assert self.state.gateway is not None
+            try:
+                request.call.principal = self.state.gateway.authenticate(request.headers.get("authorization"))
+            except PolyfuseError as exc:
+                raise from_library(exc, self.state.redact) from None
+        elif self.keys and request.path.startswith("/v1/"):
             auth = request.headers.get("authorization", "")
             scheme, _, token = auth.partition(" ")
             if scheme.lower() != "bearer" or not any(
@@ -264,7 +305,10 @@ class ServerApp:
 
 
 def _error(exc: ApiError) -> JSONResponse:
-    return JSONResponse(encode(exc.body()), exc.status)
+    headers = []
+    if exc.retry_after is not None:
+        headers.append((b"retry-after", str(max(1, math.ceil(exc.retry_after))).encode()))
+    return JSONResponse(encode(exc.body()), exc.status, headers)
 
 
 def _load_static() -> dict[str, tuple[bytes, bytes]]:
@@ -283,14 +327,22 @@ def create_app(
     result_hooks: list[ResultHook] | None = None,
     run_log: RunLog | None = None,
     policy: ModelPolicy | None = None,
+    gateway_log: RunLog | None = None,
 ) -> ServerApp:
     """The app; ``run_log`` records every finished fusion (closed at shutdown). ``policy`` defaults to the
-    server's restrictive one built from the config (``server_policy``)."""
+    server's restrictive one built from the config (``server_policy``). The gateway (when ``[gateway]`` turns
+    something on) keeps keys and usage in ``run_log``'s database, or in ``gateway_log``'s when runs are not
+    recorded (closed at shutdown too)."""
     app = ServerApp(config or load_config(), hub, env, policy)
     app.state.result_hooks.extend(result_hooks or [])
     if run_log is not None:
         app.state.run_log = RunLogHook(run_log, app.state.redact, app.state.config.log)
         app.state.result_hooks.append(app.state.run_log)
+    settings = app.state.config.gateway
+    if settings.enabled:
+        db = run_log or gateway_log
+        app.state.owned_log = gateway_log if run_log is None else None
+        app.state.gateway = Gateway.build(settings, db.backend if db else None, app.keys, env)
     return app
 
 
@@ -299,4 +351,6 @@ def app_from_env() -> ServerApp:
     off when ``POLYFUSE_SERVER_NO_LOG`` is set (both set by serve)."""
     config = load_config(os.environ.get(CONFIG_ENV) or None)
     logging_on = config.log.enabled and not os.environ.get(NO_LOG_ENV)
-    return create_app(config, run_log=open_log(config.log) if logging_on else None)
+    run_log = open_log(config.log) if logging_on else None
+    gateway_log = open_log(config.log) if run_log is None and config.gateway.keys else None
+    return create_app(config, run_log=run_log, gateway_log=gateway_log)

@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from .errors import ApiError
+
+if TYPE_CHECKING:
+    from .gate import Call
 
 __all__ = [
     "Scope",
@@ -50,6 +53,7 @@ class Request:
     scope: Scope
     receive: Receive
     _headers: dict[str, str] | None = None
+    call: Call | None = None  # what the request did, for metrics and usage (only when the gateway is on)
 
     @property
     def method(self) -> str:
@@ -58,6 +62,13 @@ class Request:
     @property
     def path(self) -> str:
         return str(self.scope["path"])
+
+    @property
+    def query(self) -> dict[str, str]:
+        from urllib.parse import parse_qsl
+
+        raw = bytes(self.scope.get("query_string", b"")).decode("latin-1")
+        return dict(parse_qsl(raw, keep_blank_values=True))
 
     @property
     def headers(self) -> Mapping[str, str]:
@@ -117,9 +128,10 @@ class StreamResponse:
     """A text/event-stream body. The iterator is closed (cancelling its upstream calls) if the client leaves."""
 
     chunks: AsyncIterator[bytes]
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     async def send_to(self, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        await send({"type": "http.response.start", "status": 200, "headers": [*_SSE_HEADERS, *self.headers]})
         async for chunk in self.chunks:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})

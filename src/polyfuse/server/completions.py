@@ -34,8 +34,10 @@ from ..code.fim import FimAdapter, FimTask, split_fim, template_for
 from ..code.task import CodeEnv, language_of
 from ..errors import NoSurvivorsError, PolyfuseError, ProviderTimeoutError
 from ..fusion.stopcut import cut_at_stop
+from ..fusion.strategies import get_strategy
 from ..providers.base import ChatModel, Delta, StreamEvent
 from ..types import Completion, GenerationParams, Message, Usage
+from . import gate
 from .asgi import JSONResponse, Request, StreamResponse, json_response
 from .completion_schemas import (
     MAX_STOP_CHARS,
@@ -231,13 +233,22 @@ def _code_env(state: ServerState, preset: str, job: _Job) -> CodeEnv:
     return CodeEnv(state.config, state.hub, settings, task="complete", on_finished=state.finished)
 
 
-async def _fused(state: ServerState, job: _Job, preset: str) -> JSONResponse | StreamResponse:
+async def _fused(
+    state: ServerState, job: _Job, preset: str, call: gate.Call | None
+) -> JSONResponse | StreamResponse:
+    env = _code_env(state, preset, job)
+    if call is not None:  # the gateway: every member and the judge must be allowed for the key
+        fused = env.request(
+            [Message(role="user", content=job.prompt)], max_tokens=env.settings.complete_max_tokens
+        )
+        judge = [fused.judge] if fused.judge and get_strategy(fused.mode).uses_judge else []
+        models = tuple(dict.fromkeys([*(m.model for m in fused.pool), *judge]))
+        await gate.before_completion(state, call, job.req.model, models, preset, fused, job.prompt, None)
     cache: RefinedCompletions = state.completions
     result = cache.get(job.key)
     if result is None:
         cache.supersede()
         prefix, suffix, context = _hole(job) or (job.prompt, "", "")
-        env = _code_env(state, preset, job)
         text = prefix + suffix
         try:
             result = await complete_text(
@@ -256,6 +267,7 @@ async def _fused(state: ServerState, job: _Job, preset: str) -> JSONResponse | S
         text = job.prompt + text
     cost = result.fusion.cost if result.fusion is not None and result.fusion.cost_known else None
     usage = _usage(result.usage, cost)
+    gate.completion_done(call, result.usage, cost)
     if result.insertion.strip():
         info = CompletionInfo(
             mode="fast" if result.fast else "fused",
@@ -302,10 +314,15 @@ def _events(state: ServerState, job: _Job, model: ChatModel) -> tuple[AsyncItera
     return FimAdapter(model, template, task, job.req.model, {}).stream([], params), False
 
 
-async def _single(state: ServerState, job: _Job) -> JSONResponse | StreamResponse:
+async def _single(state: ServerState, job: _Job, call: gate.Call | None) -> JSONResponse | StreamResponse:
     """A pass-through within ``[server] passthrough_timeout``; the model is resolved as the chat route resolves
     one (the server's model policy: a refused id is a 400 that fetches and opens nothing)."""
     allowed(state, [job.req.model], "model")
+    if call is not None:  # the gateway, after the server's own resolution
+        out = job.req.max_tokens or _DEFAULT_MAX_TOKENS
+        await gate.before_completion(
+            state, call, job.req.model, (job.req.model,), None, None, job.prompt, out
+        )
     model = state.hub.model(job.req.model)
     events, streams = _events(state, job, model)
     writer = _Writer(job.req.model)
@@ -320,6 +337,7 @@ async def _single(state: ServerState, job: _Job) -> JSONResponse | StreamRespons
                 finally:
                     await aclose(events)
                 usage = _usage(final.usage or Usage(), final.cost)
+                gate.completion_done(call, final.usage or Usage(), final.cost)
                 finish = final.finish_reason or "stop"
                 if job.req.stream:
                     return StreamResponse(_whole(writer, echo + final.text, finish, usage))
@@ -331,7 +349,7 @@ async def _single(state: ServerState, job: _Job) -> JSONResponse | StreamRespons
                 raise
     except TimeoutError:
         raise _too_late(limit) from None
-    return StreamResponse(_stream(events, first, writer, echo, state, deadline))
+    return StreamResponse(_stream(events, first, writer, echo, state, deadline, call))
 
 
 def _too_late(limit: float) -> ProviderTimeoutError:
@@ -355,6 +373,7 @@ async def _stream(
     echo: str,
     state: ServerState,
     deadline: float,
+    call: gate.Call | None,
 ) -> AsyncIterator[bytes]:
     """Deltas as the upstream sends them; past the deadline the stream ends with an error chunk."""
     if echo:
@@ -366,6 +385,7 @@ async def _stream(
                 yield writer.event(event.text)
             else:
                 usage = _usage(event.usage or Usage(), event.cost)
+                gate.completion_done(call, event.usage or Usage(), event.cost)
                 yield writer.event("", event.finish_reason or "stop", usage=usage)
             with state.deadlines.until(deadline):  # entered and left within this step, never across a yield
                 event = await anext(events, None)
@@ -383,5 +403,5 @@ async def completions(state: ServerState, request: Request, body: bytes) -> JSON
     job = _parse(body)
     preset = preset_name(job.req.model, state.config)
     if preset is not None:
-        return await _fused(state, job, preset)
-    return await _single(state, job)
+        return await _fused(state, job, preset, request.call)
+    return await _single(state, job, request.call)

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .. import errors as pe
+from ..gateway import errors as ge
 from ..redaction import Redactor
 from .schemas import ErrorDetail, ErrorResponse
 
@@ -27,6 +28,7 @@ class ApiError(Exception):
     code: str | None = None
     param: str | None = None
     metadata: dict[str, Any] | None = None
+    retry_after: float | None = None  # seconds, sent as a Retry-After header (429, 503)
 
     def detail(self) -> ErrorDetail:
         return ErrorDetail(
@@ -39,6 +41,12 @@ class ApiError(Exception):
 
 # status, OpenAI error type, code; the most specific class on the MRO wins.
 _STATUS: dict[type[BaseException], tuple[int, str, str]] = {
+    ge.Unauthenticated: (401, "authentication_error", "invalid_api_key"),
+    ge.NotAllowed: (403, "permission_error", "model_not_allowed_for_key"),
+    ge.LimitExceeded: (429, "rate_limit_error", "rate_limit_exceeded"),
+    ge.BudgetExhausted: (402, "insufficient_quota", "budget_exhausted"),
+    ge.PriceUnknown: (400, "invalid_request_error", "price_unknown"),
+    ge.GatewayUnavailable: (503, "service_unavailable", "limits_unavailable"),
     pe.UnknownModelError: (404, "invalid_request_error", "model_not_found"),
     pe.ModelNotAllowedError: (400, "invalid_request_error", "model_not_allowed"),
     pe.TooManyMembersError: (400, "invalid_request_error", "too_many_members"),
@@ -63,11 +71,16 @@ _STATUS: dict[type[BaseException], tuple[int, str, str]] = {
 def from_library(exc: pe.PolyfuseError, redact: Redactor) -> ApiError:
     status, kind, code = next(_STATUS[c] for c in type(exc).__mro__ if c in _STATUS)
     metadata: dict[str, Any] | None = None
+    retry_after: float | None = None
     if isinstance(exc, pe.BudgetExceededError):
         metadata = {"estimate": exc.estimate, "max_cost": exc.max_cost}
     elif isinstance(exc, pe.AllMembersFailedError):
         metadata = {"reasons": {m: redact(r) for m, r in exc.reasons.items()}}
-    return ApiError(status, redact(str(exc)), kind, code, metadata=metadata)
+    elif isinstance(exc, ge.BudgetExhausted):
+        metadata = exc.metadata
+    elif isinstance(exc, ge.LimitExceeded | ge.GatewayUnavailable):
+        retry_after = exc.retry_after
+    return ApiError(status, redact(str(exc)), kind, code, metadata=metadata, retry_after=retry_after)
 
 
 def from_validation(exc: ValidationError) -> ApiError:

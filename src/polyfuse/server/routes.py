@@ -16,6 +16,8 @@ from ..fusion.engine import fuse, fuse_events
 from ..fusion.scoring import method_names
 from ..fusion.strategies import strategy_names
 from ..providers.base import ChatModel, StreamEvent
+from ..types import FusionResult, GenerationParams, Message
+from . import gate
 from .asgi import JSONResponse, Request, StreamResponse, json_response
 from .errors import ApiError, from_library, from_validation
 from .schemas import ChatCompletionRequest, Health, ModelCard, ModelList, PanelConfig
@@ -49,24 +51,38 @@ async def chat_completions(
     req = parse(body)
     preset = preset_name(req.model, state.config)
     if preset is not None:
-        return await _fusion(state, req, preset)
+        return await _fusion(state, req, preset, request)
     if req.fusion is not None:
         raise ApiError(
             400, f"'fusion' options need a {PRESET_PREFIX}/<preset> model, not '{req.model}'", param="fusion"
         )
-    return await _single(state, req)
+    return await _single(state, req, request)
 
 
 async def _fusion(
-    state: ServerState, req: ChatCompletionRequest, preset: str
+    state: ServerState, req: ChatCompletionRequest, preset: str, request: Request
 ) -> JSONResponse | StreamResponse:
     if req.models:
         raise ApiError(400, "a 'models' fallback list takes single model ids, not a preset", param="models")
     fused = fusion_request(state.config, state.settings, req, preset, check=functools.partial(allowed, state))
+    call = request.call
+    if call is not None and (
+        cached := await gate.before_fusion(state, call, req, fused, preset, request.headers)
+    ):
+        return cached
+    done = functools.partial(gate.fusion_done, state, call, req.model, preset=preset)
     if not req.stream:
         result = await fuse(fused, state.hub)
         state.finished(fused, result)
-        return json_response(fusion_response(req.model, result, preset, state.redact))
+        done(result)
+        response = json_response(fusion_response(req.model, result, preset, state.redact))
+        response.headers.extend(gate.miss_header(call))
+        return response
+
+    def on_result(result: FusionResult) -> None:
+        state.finished(fused, result)
+        done(result)
+
     events = fuse_events(fused, state.hub)
     try:  # the first event comes after validation, model resolution and the budget check: errors are 4xx
         first = await anext(events)
@@ -81,9 +97,9 @@ async def _fusion(
         preset=preset,
         level=level,
         redact=state.redact,
-        on_result=functools.partial(state.finished, fused),
+        on_result=on_result,
     )
-    return StreamResponse(body)
+    return StreamResponse(body, gate.miss_header(call))
 
 
 def allowed(state: ServerState, ids: Iterable[str], param: str) -> None:
@@ -112,9 +128,18 @@ def _routes(state: ServerState, req: ChatCompletionRequest) -> list[tuple[str, C
     return [(model_id, state.hub.model(model_id)) for model_id in ids]
 
 
-async def _single(state: ServerState, req: ChatCompletionRequest) -> JSONResponse | StreamResponse:
+async def _single(
+    state: ServerState, req: ChatCompletionRequest, request: Request
+) -> JSONResponse | StreamResponse:
     """A pass-through, all attempts and fallbacks within ``[server] passthrough_timeout``."""
     routes = _routes(state, req)
+    messages, params = to_messages(req), generation_params(req)
+    call = request.call
+    if call is not None:  # the gateway: the key's allow-list, the cache, limits and budget holds
+        ids = [model_id for model_id, _ in routes]
+        cached = await gate.before_single(state, call, req, ids, messages, params, request.headers)
+        if cached is not None:
+            return cached
     limit = state.settings.passthrough_timeout
     deadline = asyncio.get_running_loop().time() + limit
 
@@ -125,7 +150,7 @@ async def _single(state: ServerState, req: ChatCompletionRequest) -> JSONRespons
 
     try:
         with state.deadlines.until(deadline):
-            return await _first_answer(state, req, routes, deadline, too_late)
+            return await _first_answer(state, req, routes, (messages, params), call, deadline, too_late)
     except TimeoutError:
         raise too_late() from None
 
@@ -134,18 +159,24 @@ async def _first_answer(
     state: ServerState,
     req: ChatCompletionRequest,
     routes: list[tuple[str, ChatModel]],
+    prompt: tuple[list[Message], GenerationParams],
+    call: gate.Call | None,
     deadline: float,
     too_late: Callable[[], ProviderTimeoutError],
 ) -> JSONResponse | StreamResponse:
-    messages, params = to_messages(req), generation_params(req)
+    messages, params = prompt
     error: ProviderError | None = None
     for model_id, model in routes:
         if not req.stream:
             try:
-                return json_response(single_response(model_id, await model.complete(messages, params)))
+                completion = await model.complete(messages, params)
             except ProviderError as exc:
                 error = state.fell_back(model_id, exc)
                 continue
+            gate.single_done(state, call, model_id, completion)
+            response = json_response(single_response(model_id, completion))
+            response.headers.extend(gate.miss_header(call))
+            return response
         events = model.stream(messages, params)
         try:  # fall back only while nothing has been sent
             first: StreamEvent = await anext(events)
@@ -156,9 +187,16 @@ async def _first_answer(
             error = state.fell_back(model_id, exc)
             continue
         body = single_stream(
-            events, first, ChunkWriter(model_id), state.redact, state.deadlines, deadline, too_late
+            events,
+            first,
+            ChunkWriter(model_id),
+            state.redact,
+            state.deadlines,
+            deadline,
+            too_late,
+            on_done=functools.partial(gate.single_done, state, call, model_id),
         )
-        return StreamResponse(body)
+        return StreamResponse(body, gate.miss_header(call))
     assert error is not None
     raise error
 

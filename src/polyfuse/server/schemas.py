@@ -175,6 +175,7 @@ class FusionInfo(_Strict):
     overhead: float
     rounds: int
     answer_reset: bool = False
+    cached: bool = Field(default=False, description="served from the response cache: it cost nothing")
 
 
 class ChatCompletion(_Strict):

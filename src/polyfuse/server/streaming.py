@@ -204,10 +204,11 @@ async def single_stream(
     deadlines: Deadlines | None = None,
     deadline: float | None = None,
     timeout_error: Callable[[], PolyfuseError] | None = None,
+    on_done: Callable[[Completion], None] | None = None,
 ) -> AsyncIterator[bytes]:
     """The SSE body of a pass-through: deltas as they arrive, the final chunk with usage, ``[DONE]``. Past
     ``deadline`` (loop time) the stream ends with ``timeout_error()`` as an error chunk: a dripping upstream
-    cannot hold it open for ever."""
+    cannot hold it open for ever. ``on_done`` gets the finished completion (usage and cost, for the gateway)."""
     watch = deadlines or Deadlines()
     yield writer.role()
     event: StreamEvent | None = first
@@ -216,6 +217,8 @@ async def single_stream(
             if isinstance(event, Delta):
                 yield writer.text(event.text)
             else:
+                if on_done is not None:
+                    on_done(event)
                 yield _single_final(writer, event)
             with watch.until(deadline):  # entered and left within this step, never across a yield
                 event = await anext(events, None)

@@ -34,6 +34,11 @@ class Tx(ABC):
     @abstractmethod
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
 
+    def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """One statement for many rows (the drivers' executemany: one prepare, no per-row round trip)."""
+        for row in rows:
+            self.execute(sql, row)
+
 
 class Backend(ABC):
     dialect: Dialect
@@ -75,6 +80,9 @@ class _SqliteTx(Tx):
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return list(self.conn.execute(sql, tuple(params)).fetchall())
+
+    def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.conn.executemany(sql, [tuple(r) for r in rows])
 
 
 class SqliteBackend(Backend):
@@ -221,6 +229,9 @@ class _PgTx(Tx):
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         self.cur.execute(sql.replace("?", "%s"), tuple(params))
         return list(self.cur.fetchall())
+
+    def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.cur.executemany(sql.replace("?", "%s"), [tuple(r) for r in rows])
 
 
 class PostgresBackend(Backend):

@@ -1,0 +1,345 @@
+"""Limits and budget holds shared by every worker of every instance, in Redis: one Lua script per admission.
+
+The admission script checks every window (the key's and the team's requests and tokens per minute) and every
+budget (``spent + held + estimate <= budget``) and, only if all fit, counts the request and records its holds:
+one round trip, atomic on the Redis server, its clock from Redis ``TIME`` so instances need not agree on the
+time. Money is counted in integer nano-dollars. A budget's spend counter is seeded from the database when Redis
+does not have it (first use in a period, or Redis restarted empty); settled requests increment it.
+
+Admissions that arrive together share one pipeline; settlements (release holds, charge the real cost, add
+tokens learned from the reply) are merged: one script call every few milliseconds carries all that finished
+meanwhile, so a request costs at most one round trip of its own.
+Redis errors raise ``StoreDown``; the gateway applies the fail-open/closed policy. After an error Redis is
+not asked again for ``retry_after`` seconds, so a dead Redis costs nothing per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .errors import StoreDown
+from .limits import WINDOW_SECONDS, Hold, Refusal, Window
+
+__all__ = ["RedisStore", "connect", "NANO"]
+
+log = logging.getLogger("polyfuse.gateway")
+
+NANO = 1_000_000_000  # money in Redis: integer nano-dollars
+PREFIX = "polyfuse:"
+
+_ADMIT = """
+local t = redis.call('TIME')
+local sec = tonumber(t[1])
+local now = sec + tonumber(t[2]) / 1000000
+local nw, nh = tonumber(ARGV[1]), tonumber(ARGV[2])
+local ticket, hold_ttl, span = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local take = {}
+for i = 1, nw do
+  local key, limit, amount = KEYS[i], tonumber(ARGV[4 + 2 * i]), tonumber(ARGV[5 + 2 * i])
+  if amount > limit then amount = limit end
+  take[i] = amount
+  local flat = redis.call('HGETALL', key)
+  local used, live, stale = 0, {}, {}
+  for j = 1, #flat, 2 do
+    local s, c = tonumber(flat[j]), tonumber(flat[j + 1])
+    if s <= sec - span then stale[#stale + 1] = flat[j] else used = used + c; live[#live + 1] = {s, c} end
+  end
+  if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
+  if used + amount > limit then
+    table.sort(live, function(a, b) return a[1] < b[1] end)
+    local excess, wait = used + amount - limit, span
+    for _, b in ipairs(live) do
+      excess = excess - b[2]
+      if excess <= 0 then wait = b[1] + span - now; break end
+    end
+    return {'rate', i, tostring(wait)}
+  end
+end
+local base = 5 + 2 * nw
+for h = 1, nh do
+  local spend, zset, hash = KEYS[nw + 3 * h - 2], KEYS[nw + 3 * h - 1], KEYS[nw + 3 * h]
+  local budget, amount = tonumber(ARGV[base + 2 * h - 1]), tonumber(ARGV[base + 2 * h])
+  local spent = redis.call('GET', spend)
+  if not spent then return {'seed', h} end
+  local expired = redis.call('ZRANGEBYSCORE', zset, '-inf', now)
+  if #expired > 0 then
+    redis.call('ZREM', zset, unpack(expired))
+    redis.call('HDEL', hash, unpack(expired))
+  end
+  local held = 0
+  for _, v in ipairs(redis.call('HVALS', hash)) do held = held + tonumber(v) end
+  if tonumber(spent) + held + amount > budget then return {'budget', h, spent, tostring(held)} end
+end
+for i = 1, nw do
+  if take[i] > 0 then
+    redis.call('HINCRBY', KEYS[i], sec, take[i])
+    redis.call('EXPIRE', KEYS[i], span + 1)
+  end
+end
+for h = 1, nh do
+  local zset, hash = KEYS[nw + 3 * h - 1], KEYS[nw + 3 * h]
+  redis.call('ZADD', zset, now + hold_ttl, ticket)
+  redis.call('HSET', hash, ticket, ARGV[base + 2 * h])
+  redis.call('EXPIRE', zset, math.ceil(hold_ttl) + 60)
+  redis.call('EXPIRE', hash, math.ceil(hold_ttl) + 60)
+end
+return {'ok'}
+"""
+
+_SETTLE = """
+local sec = tonumber(redis.call('TIME')[1])
+local nw, nh, span = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+for i = 1, nw do
+  local amount = tonumber(ARGV[3 + i])
+  if amount > 0 then
+    redis.call('HINCRBY', KEYS[i], sec, amount)
+    redis.call('EXPIRE', KEYS[i], span + 1)
+  end
+end
+local base = 3 + nw
+for h = 1, nh do
+  local spend, zset, hash = KEYS[nw + 3 * h - 2], KEYS[nw + 3 * h - 1], KEYS[nw + 3 * h]
+  local ticket, charge = ARGV[base + 2 * h - 1], tonumber(ARGV[base + 2 * h])
+  redis.call('ZREM', zset, ticket)
+  redis.call('HDEL', hash, ticket)
+  if charge > 0 and redis.call('EXISTS', spend) == 1 then redis.call('INCRBY', spend, charge) end
+end
+return 1
+"""
+
+
+def connect(url: str, timeout: float) -> Any:
+    """An asyncio Redis client that fails fast: short timeouts and one retry without backoff."""
+    try:
+        import redis.asyncio as aioredis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+    except ImportError:
+        from ..errors import ConfigError
+
+        raise ConfigError(
+            "[gateway] redis_url needs the gateway extra: pip install 'polyfuse[gateway]'"
+        ) from None
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 1),
+        health_check_interval=0,
+    )
+
+
+def _keys(windows: Sequence[Window], holds: Sequence[Hold]) -> list[str]:
+    keys = [f"{PREFIX}rl:{w.name}" for w in windows]
+    for h in holds:
+        base = f"{PREFIX}budget:{h.scope}:{h.period}"
+        keys += [base + ":spent", base + ":holds", base + ":held"]
+    return keys
+
+
+class RedisStore:
+    """A ``SharedStore`` on Redis. ``seed(scope, period)`` returns the spend recorded in the database (USD).
+
+    Admissions that arrive in the same turn of the event loop share one pipeline (one round trip and one
+    write for all of them); settlements are merged into one script call per flush."""
+
+    per_process = False
+
+    def __init__(
+        self,
+        client: Any,
+        seed: Callable[[str, str], float],
+        *,
+        hold_ttl: float = 900.0,
+        retry_after: float = 1.0,
+        flush_every: float = 0.005,
+    ) -> None:
+        from redis.exceptions import NoScriptError, RedisError
+
+        self.client = client
+        self.seed = seed
+        self.hold_ttl = hold_ttl
+        self.retry_after = retry_after
+        self.flush_every = flush_every
+        self.errors: tuple[type[BaseException], ...] = (RedisError, OSError)
+        self._noscript = NoScriptError
+        self._sources = {"admit": _ADMIT, "settle": _SETTLE}
+        self._sha: dict[str, str] = {}
+        self.down_until = 0.0
+        self.failures = 0
+        self._admits: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
+        self._settles: list[tuple[list[Window], list[Hold], str, list[float]]] = []
+        self._wake = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+
+    # -- health ---------------------------------------------------------------------------------------------------
+    @property
+    def down(self) -> bool:
+        return time.monotonic() < self.down_until
+
+    def failed(self, exc: BaseException) -> StoreDown:
+        first = not self.down
+        self.down_until = time.monotonic() + self.retry_after
+        self.failures += 1
+        if first:
+            log.warning("Redis is unreachable (%s); retrying in %.1fs", type(exc).__name__, self.retry_after)
+        return StoreDown(f"Redis unreachable: {exc}")
+
+    async def call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """One registered script (``client.register_script``) on its own, with the down-detection."""
+        if self.down:
+            raise StoreDown("Redis is down (waiting before the next try)")
+        try:
+            return await script(keys=keys, args=args)
+        except self.errors as exc:
+            raise self.failed(exc) from exc
+
+    async def _run(self, name: str, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run one script for each (keys, args): alone, or as one pipeline. Loads the scripts the first time
+        and again after a Redis restart (NOSCRIPT). Raises ``StoreDown``."""
+        if self.down:
+            raise StoreDown("Redis is down (waiting before the next try)")
+        try:
+            for _ in range(2):
+                if name not in self._sha:
+                    for n, src in self._sources.items():
+                        self._sha[n] = await self.client.script_load(src)
+                sha = self._sha[name]
+                if len(calls) == 1:
+                    keys, args = calls[0]
+                    try:
+                        return [await self.client.evalsha(sha, len(keys), *keys, *args)]
+                    except self._noscript:
+                        self._sha.clear()
+                        continue
+                pipe = self.client.pipeline(transaction=False)
+                for keys, args in calls:
+                    pipe.evalsha(sha, len(keys), *keys, *args)
+                results = await pipe.execute(raise_on_error=False)
+                if any(isinstance(r, self._noscript) for r in results):
+                    self._sha.clear()
+                    continue
+                for r in results:
+                    if isinstance(r, BaseException):
+                        raise r
+                return list(results)
+        except self.errors as exc:
+            raise self.failed(exc) from exc
+        raise StoreDown("Redis does not keep the gateway's scripts")
+
+    # -- admission ------------------------------------------------------------------------------------------------
+    async def admit(self, ticket: str, windows: Sequence[Window], holds: Sequence[Hold]) -> Refusal | None:
+        keys = _keys(windows, holds)
+        args: list[Any] = [len(windows), len(holds), ticket, math.ceil(self.hold_ttl), WINDOW_SECONDS]
+        for w in windows:
+            args += [w.limit, w.amount]
+        for h in holds:
+            args += [int(h.budget * NANO), max(1, int(h.amount * NANO))]
+        for _ in range(3):
+            reply = await self._admit_batched(keys, args)
+            kind = _text(reply[0])
+            if kind == "ok":
+                return None
+            if kind == "rate":
+                return Refusal("rate", windows[int(reply[1]) - 1].name, retry_after=max(0.0, float(reply[2])))
+            hold = holds[int(reply[1]) - 1]
+            if kind == "budget":
+                return Refusal(
+                    "budget",
+                    hold.scope,
+                    spent=int(reply[2]) / NANO,
+                    held=float(reply[3]) / NANO,
+                    budget=hold.budget,
+                    amount=hold.amount,
+                )
+            await self._seed(hold, keys[len(windows) + 3 * (int(reply[1]) - 1)])
+        raise StoreDown("budget counter could not be seeded in Redis")
+
+    async def _admit_batched(self, keys: list[str], args: list[Any]) -> Any:
+        if self.down:
+            raise StoreDown("Redis is down (waiting before the next try)")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._admits.append((keys, args, future))
+        if len(self._admits) == 1:  # the first of this turn schedules the flush; later ones join it
+            asyncio.get_running_loop().create_task(self._flush_admits())
+        return await future
+
+    async def _flush_admits(self) -> None:
+        batch, self._admits = self._admits, []
+        try:
+            results = await self._run("admit", [(keys, args) for keys, args, _ in batch])
+        except StoreDown as exc:
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(StoreDown(str(exc)))
+            return
+        for (_, _, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+    async def _seed(self, hold: Hold, key: str) -> None:
+        spent = await asyncio.to_thread(self.seed, hold.scope, hold.period)
+        ttl = math.ceil(hold.ttl + 86_400) if hold.ttl is not None else None
+        try:
+            await self.client.set(key, int(spent * NANO), nx=True, ex=ttl)
+        except self.errors as exc:
+            raise self.failed(exc) from exc
+
+    # -- settlement -----------------------------------------------------------------------------------------------
+    def settle(
+        self, ticket: str, extra: Sequence[Window], holds: Sequence[Hold], charges: Sequence[float]
+    ) -> None:
+        if not extra and not holds:
+            return
+        if self.down:
+            return  # holds expire on their own; the database keeps the spend
+        self._settles.append((list(extra), list(holds), ticket, list(charges)))
+        if len(self._settles) > 10_000:  # a flusher that cannot keep up: drop the oldest, never grow
+            del self._settles[:1000]
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+        self._wake.set()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(self.flush_every)  # let concurrent requests join this batch
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Every pending settlement in one script call: token windows summed, each hold released."""
+        batch, self._settles = self._settles, []
+        if not batch or self.down:
+            return
+        totals: dict[str, int] = {}
+        releases: list[tuple[Hold, str, float]] = []
+        for extra, holds, ticket, charges in batch:
+            for w in extra:
+                totals[w.name] = totals.get(w.name, 0) + w.amount
+            releases += [(h, ticket, c) for h, c in zip(holds, charges, strict=True)]
+        windows = [Window(name, 0, amount) for name, amount in totals.items()]
+        keys = _keys(windows, [h for h, _, _ in releases])
+        args: list[Any] = [len(windows), len(releases), WINDOW_SECONDS, *(w.amount for w in windows)]
+        for _, ticket, charge in releases:
+            args += [ticket, int(charge * NANO)]
+        with contextlib.suppress(StoreDown):
+            await self._run("settle", [(keys, args)])
+
+    async def aclose(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        await self.flush()
+        with contextlib.suppress(*self.errors):
+            await self.client.aclose()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,122 @@
+"""Usage records: the bounded batching writer, the report per key/team/model/preset, and ``polyfuse usage``
+in its three formats (a real subprocess on a real SQLite log)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from polyfuse.gateway.keystore import KeyStore
+from polyfuse.gateway.ledger import DbBudget
+from polyfuse.gateway.report import usage_report
+from polyfuse.gateway.settings import TeamSettings
+from polyfuse.gateway.usage import UsageRecord, UsageWriter
+from polyfuse.store import LogSettings, open_log
+
+POLYFUSE = [sys.executable, "-m", "polyfuse.cli.main"]
+
+
+def _records(ana: str, bob: str) -> list[UsageRecord]:
+    day = "2026-11-20T10:00:00.000000Z"
+    late = "2026-11-24T10:00:00.000000Z"
+    return [
+        UsageRecord("chat", "up/fast", 200, ana, "research", latency=0.1, prompt_tokens=10,
+                    completion_tokens=5, cost=0.01, created_at=day),
+        UsageRecord("chat", "polyfuse/trio", 200, ana, "research", preset="trio", mode="best-of",
+                    latency=0.9, prompt_tokens=40, completion_tokens=20, cost=0.04, created_at=late),
+        UsageRecord("chat", "polyfuse/trio", 200, ana, "research", preset="trio", mode="best-of", cached=True,
+                    latency=0.002, created_at=late),
+        UsageRecord("chat", "up/fast", 429, bob, "platform", error="rate_limited", created_at=late),
+        UsageRecord("chat", "up/fast", 502, bob, "platform", error="upstream_error", latency=0.3,
+                    created_at=late),
+        UsageRecord("chat", "up/slow", 200, bob, "platform", latency=0.5, prompt_tokens=1,
+                    completion_tokens=1, cost=0.2, cost_known=False, created_at=late),
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def populated(tmp_path):
+    settings = LogSettings(path=str(tmp_path / "runs.db"))
+    with open_log(settings) as log:
+        store = KeyStore(log.backend, {"research": TeamSettings(), "platform": TeamSettings()})
+        ana, _ = store.create("research", name="ana")
+        bob, _ = store.create("platform")
+        from polyfuse.gateway.usage import insert_usage
+
+        insert_usage(log.backend, _records(ana.id, bob.id))
+        yield log, ana.id, bob.id, tmp_path
+
+
+def test_report_by_each_grouping(populated):
+    log, ana, bob, _ = populated
+    by_key = {r.group: r for r in usage_report(log.backend, "key")}
+    a, b = by_key[ana], by_key[bob]
+    assert (a.requests, a.ok, a.refused, a.failed, a.cached) == (3, 3, 0, 0, 1)
+    assert (b.requests, b.ok, b.refused, b.failed) == (3, 1, 1, 1)
+    assert a.cost == pytest.approx(0.05) and a.cost_known and not b.cost_known
+    assert (a.prompt_tokens, a.completion_tokens) == (50, 25)
+    assert a.label == "ana (research)" and b.label == "platform"
+    assert a.p50 == 0.1 and a.p90 == pytest.approx(0.74)  # answered requests only: 0.002, 0.1, 0.9
+    assert list(by_key) == [bob, ana]  # most expensive first
+
+    teams = {r.group: r.requests for r in usage_report(log.backend, "team")}
+    assert teams == {"research": 3, "platform": 3}
+    models = {r.group: r.requests for r in usage_report(log.backend, "model")}
+    assert models == {"up/fast": 3, "polyfuse/trio": 2, "up/slow": 1}
+    presets = {r.group: r.requests for r in usage_report(log.backend, "preset")}
+    assert presets == {"trio": 2, "-": 4}
+    recent = usage_report(log.backend, "team", since="2026-11-21T00:00:00.000000Z")
+    assert {r.group: r.requests for r in recent} == {"research": 2, "platform": 3}
+
+
+def _usage(tmp_path, *args):
+    return subprocess.run(
+        [*POLYFUSE, "usage", "--db", str(tmp_path / "runs.db"), *args],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=120,
+    )
+
+
+def test_usage_cli_formats(populated):
+    _, ana, bob, tmp_path = populated
+    out = _usage(tmp_path, "--by", "team", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["by"] == "team" and [r["group"] for r in data["rows"]] == ["platform", "research"]
+    assert data["rows"][1]["cost"] == pytest.approx(0.05)
+    rows = list(csv.DictReader(io.StringIO(_usage(tmp_path, "--by", "model", "--format", "csv").stdout)))
+    assert {r["group"]: int(r["requests"]) for r in rows} == {"up/slow": 1, "polyfuse/trio": 2, "up/fast": 3}
+    table = _usage(tmp_path, "--since", "2026-11-21")
+    assert ana in table.stdout and bob in table.stdout and "ana (research)" in table.stdout
+    assert "5 request(s)" in table.stderr  # the one of 2026-11-20 is left out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--since", "yesterday"], "cannot read the date 'yesterday'"), (["--by", "color"], "Invalid value")],
+)
+def test_usage_bad_input_exits_2(populated, args, message):
+    out = _usage(populated[3], *args)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+
+
+async def test_writer_batches_charges_and_drops_the_oldest_when_full(tmp_path):
+    with open_log(LogSettings(path=str(tmp_path / "runs.db"))) as log:
+        writer = UsageWriter(log.backend, capacity=10, batch=4)
+        for i in range(25):  # all queued before the writer task gets to run: 15 are dropped
+            writer.add(UsageRecord("chat", f"m{i}", 200, charges=(("key:a", "2026-11", 0.5),)))
+        assert writer.depth == 10 and writer.dropped == 15
+        await writer.aclose()
+        assert writer.written == 10 and writer.depth == 0
+        with log.backend.transaction(write=False) as tx:
+            models = [r[0] for r in tx.query("SELECT model FROM api_usage ORDER BY id")]
+        assert models == [f"m{i}" for i in range(15, 25)]  # the newest survived, in order
+        assert DbBudget(log.backend, 900).spent("key:a", "2026-11") == pytest.approx(5.0)
