@@ -84,7 +84,7 @@ def test_eval_prints_a_table_and_writes_json_and_html(project):
     html = (cwd / "out" / "report.html").read_text()
     assert html.startswith("<!doctype html>") and html.count("<svg") == 2
     assert " src=" not in html and "<link" not in html and "@import" not in html  # self-contained
-    as_json = run("eval", "sums.jsonl", *ARGS, "--out", "out", "--format", "json", cwd=cwd)
+    as_json = run("eval", "sums.jsonl", *ARGS, "--out", "out", "--json", cwd=cwd)  # --format json
     assert json.loads(as_json.stdout)["recommendation"] == report["recommendation"]
     assert "resumed: 36 result(s)" in as_json.stderr  # everything was already done: nothing re-ran
 

@@ -267,3 +267,18 @@ def test_format_github_is_a_dry_run_outside_actions(pr, tmp_path):
     assert set(payload) == {"commit_id", "body", "event", "comments"} and payload["commit_id"] == head
     assert [(c["path"], c["line"]) for c in payload["comments"]] == [("app.py", 4), ("app.py", 1)]
     assert payload["body"].startswith(MARKER) and "review posted" not in proc.stderr
+
+
+def test_json_is_the_same_flag_as_in_every_other_command(pr, tmp_path):
+    root, base, head, patch = pr
+    with FakeUpstream() as up:
+        three_reviews(up, (EVAL,), (EVAL,), (EVAL,))
+        cfg = str(config(tmp_path, up.base_url))
+        short = review(root, "--base", base, "--config", cfg, "--json")
+        long = review(root, "--base", base, "--config", cfg, "--format", "json")
+        assert short.returncode == long.returncode == 0, short.stderr + long.stderr
+        a, b = json.loads(short.stdout), json.loads(long.stdout)
+        assert a["comments"] == b["comments"] and a["comments"][0]["file"] == "app.py"
+        clash = review(root, "--base", base, "--config", cfg, "--json", "--format", "sarif")
+        assert clash.returncode == 2 and "--json and --format sarif" in clash.stderr
+        assert "Traceback" not in clash.stderr and clash.stdout == ""

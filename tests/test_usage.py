@@ -92,6 +92,9 @@ def test_usage_cli_formats(populated):
     data = json.loads(out.stdout)
     assert data["by"] == "team" and [r["group"] for r in data["rows"]] == ["platform", "research"]
     assert data["rows"][1]["cost"] == pytest.approx(0.05)
+    assert json.loads(_usage(tmp_path, "--by", "team", "--json").stdout) == data  # --json: --format json
+    clash = _usage(tmp_path, "--json", "--format", "csv")
+    assert clash.returncode == 2 and "--json and --format csv" in clash.stderr
     rows = list(csv.DictReader(io.StringIO(_usage(tmp_path, "--by", "model", "--format", "csv").stdout)))
     assert {r["group"]: int(r["requests"]) for r in rows} == {"up/slow": 1, "polyfuse/trio": 2, "up/fast": 3}
     table = _usage(tmp_path, "--since", "2026-11-21")

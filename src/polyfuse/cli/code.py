@@ -25,6 +25,7 @@ from ..providers.registry import ProviderHub
 from ..redaction import Redactor, provider_keys
 from ..store import RunLog
 from ..types import FusionResult
+from .flags import json_flag, output_format
 from .render import report
 from .runlog import opened_log
 
@@ -215,6 +216,7 @@ def debug(cmd: str | None, files: tuple[str, ...], verify: bool, root: str, quie
     show_default=True,
     help="github: the exact payload of GitHub's create-review call (a dry run unless --github).",
 )
+@json_flag
 @click.option(
     "--min-severity",
     type=click.Choice(["low", "medium", "high", "critical"]),
@@ -239,6 +241,7 @@ def debug(cmd: str | None, files: tuple[str, ...], verify: bool, root: str, quie
 def review(
     base: str | None,
     fmt: str,
+    as_json: bool,
     min_severity: str | None,
     min_agreement: int | None,
     max_comments: int | None,
@@ -249,6 +252,7 @@ def review(
     **opts: Any,
 ) -> None:
     """Review the changes against BASE; .polyfuse/review.toml sets the gates (options override it)."""
+    fmt = output_format(fmt, as_json, "text")
     from ..code import github_review as gh
     from ..code.github import GitHubClient, actions_context
     from ..code.review import review as run

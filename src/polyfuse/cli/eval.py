@@ -19,6 +19,7 @@ from ..eval.report import render_judge_table
 from ..eval.spec import MODE_NAMES
 from ..fusion.scoring import method_names
 from ..providers.registry import ProviderHub
+from .flags import json_flag, output_format
 
 __all__ = ["eval_command"]
 
@@ -94,6 +95,7 @@ async def _run(spec: EvalSpec, config_path: str | None, out: Path | None, fresh:
 )
 @click.option("--fresh", is_flag=True, help="Discard earlier results in --out instead of resuming.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@json_flag
 @click.option("--list-datasets", is_flag=True, help="List the built-in datasets and exit.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file.")
 def eval_command(
@@ -120,10 +122,12 @@ def eval_command(
     out: str | None,
     fresh: bool,
     fmt: str,
+    as_json: bool,
     list_datasets: bool,
     config_path: str | None,
 ) -> None:
     """Evaluate single models and fusion modes on DATASET (a JSONL file or a built-in name)."""
+    fmt = output_format(fmt, as_json, "table")
     if list_datasets or dataset is None:
         for name, description in builtin_datasets().items():
             click.echo(f"{name:12} {description}")

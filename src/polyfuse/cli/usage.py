@@ -7,6 +7,7 @@ from rich.table import Table
 
 from ..gateway.report import GROUPS, to_csv, to_json, usage_report
 from ..store import open_log, parse_when
+from .flags import json_flag, output_format
 from .log import _console, _settings
 
 __all__ = ["usage"]
@@ -23,12 +24,20 @@ def _secs(value: float | None) -> str:
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
 )
+@json_flag
 @click.option("--db", help="SQLite file or postgresql:// URL (default: [log] in polyfuse.toml).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file.")
 def usage(
-    by: str, since: str | None, until: str | None, fmt: str, db: str | None, config_path: str | None
+    by: str,
+    since: str | None,
+    until: str | None,
+    fmt: str,
+    as_json: bool,
+    db: str | None,
+    config_path: str | None,
 ) -> None:
     """Requests, tokens, cost, refusals, failures and latency p50/p90 of the server's requests."""
+    fmt = output_format(fmt, as_json, "table")
     start = parse_when(since) if since else None
     end = parse_when(until, end_of_day=True) if until else None
     with open_log(_settings(config_path, db)) as runlog:
