@@ -17,7 +17,7 @@ from polyfuse.gateway.ledger import DbBudget
 from polyfuse.gateway.report import usage_report
 from polyfuse.gateway.settings import TeamSettings
 from polyfuse.gateway.usage import UsageRecord, UsageWriter
-from polyfuse.store import LogSettings, open_log
+from polyfuse.store import LogSettings, Suggestion, open_log, record_acceptance, record_suggestion
 
 POLYFUSE = [sys.executable, "-m", "polyfuse.cli.main"]
 
@@ -50,6 +50,12 @@ def populated(tmp_path):
         from polyfuse.gateway.usage import insert_usage
 
         insert_usage(log.backend, _records(ana.id, bob.id))
+        for i, model in enumerate(["up/fast", "up/fast", "local/smollm2-135m"]):
+            shown = Suggestion(run=f"r{i}", mode="single", model=model, member=model, latency=0.2,
+                               created_at="2026-11-24T11:00:00.000000Z")  # fmt: skip
+            record_suggestion(log, shown)
+            if i == 1:
+                assert record_acceptance(log, shown.uid)
         yield log, ana.id, bob.id, tmp_path
 
 
@@ -67,8 +73,20 @@ def test_report_by_each_grouping(populated):
 
     teams = {r.group: r.requests for r in usage_report(log.backend, "team")}
     assert teams == {"research": 3, "platform": 3}
-    models = {r.group: r.requests for r in usage_report(log.backend, "model")}
-    assert models == {"up/fast": 3, "polyfuse/trio": 2, "up/slow": 1}
+    by_model = usage_report(log.backend, "model")
+    models = {r.group: r.requests for r in by_model}
+    assert models == {"up/fast": 3, "polyfuse/trio": 2, "up/slow": 1, "local/smollm2-135m": 0}
+    # editor suggestions (recorded by the language server, without a key) show per model only
+    accepted = {r.group: (r.suggestions_shown, r.suggestions_accepted) for r in by_model}
+    assert accepted == {
+        "up/fast": (2, 1),
+        "polyfuse/trio": (0, 0),
+        "up/slow": (0, 0),
+        "local/smollm2-135m": (1, 0),
+    }
+    assert all(r.suggestions_shown == 0 for r in usage_report(log.backend, "key"))
+    early = usage_report(log.backend, "model", until="2026-11-21T00:00:00.000000Z")
+    assert {r.group: r.suggestions_shown for r in early} == {"up/fast": 0}
     presets = {r.group: r.requests for r in usage_report(log.backend, "preset")}
     assert presets == {"trio": 2, "-": 4}
     recent = usage_report(log.backend, "team", since="2026-11-21T00:00:00.000000Z")
@@ -96,7 +114,14 @@ def test_usage_cli_formats(populated):
     clash = _usage(tmp_path, "--json", "--format", "csv")
     assert clash.returncode == 2 and "--json and --format csv" in clash.stderr
     rows = list(csv.DictReader(io.StringIO(_usage(tmp_path, "--by", "model", "--format", "csv").stdout)))
-    assert {r["group"]: int(r["requests"]) for r in rows} == {"up/slow": 1, "polyfuse/trio": 2, "up/fast": 3}
+    assert {r["group"]: int(r["requests"]) for r in rows} == {
+        "up/slow": 1,
+        "polyfuse/trio": 2,
+        "up/fast": 3,
+        "local/smollm2-135m": 0,
+    }
+    models = _usage(tmp_path, "--by", "model")
+    assert "1/2 (50%)" in models.stdout and "0/1 (0%)" in models.stdout  # suggestions accepted
     table = _usage(tmp_path, "--since", "2026-11-21")
     assert ana in table.stdout and bob in table.stdout and "ana (research)" in table.stdout
     assert "5 request(s)" in table.stderr  # the one of 2026-11-20 is left out

@@ -13,6 +13,10 @@ from .log import _console, _settings
 __all__ = ["usage"]
 
 
+def _accepted(shown: int, accepted: int) -> str:
+    return f"{accepted}/{shown} ({accepted / shown:.0%})" if shown else "-"
+
+
 def _secs(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}s"
 
@@ -62,6 +66,7 @@ def usage(
         "cost",
         "p50",
         "p90",
+        "suggestions accepted",
     )
     for col in columns:
         table.add_column(col)
@@ -79,6 +84,7 @@ def usage(
             f"${r.cost:.6f}" + ("" if r.cost_known else "+?"),
             _secs(r.p50),
             _secs(r.p90),
+            _accepted(r.suggestions_shown, r.suggestions_accepted),
         )
     _console().print(table)
     click.echo(f"{sum(r.requests for r in rows)} request(s) in {where}", err=True)

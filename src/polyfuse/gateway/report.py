@@ -1,5 +1,7 @@
 """Usage reports: requests, tokens, cost, failures and latency percentiles per key, team, model or preset,
-from the ``api_usage`` records. Shared by ``polyfuse usage`` and the web panel's admin page."""
+from the ``api_usage`` records; per model also the editor suggestions shown and accepted (the ``suggestions``
+table the language server fills; they carry no key, so other groupings have none). Shared by ``polyfuse
+usage`` and the web panel's admin page."""
 
 from __future__ import annotations
 
@@ -37,6 +39,8 @@ class UsageRow:
     cost_known: bool = True
     p50: float | None = None  # seconds, answered requests only
     p90: float | None = None
+    suggestions_shown: int = 0  # editor completions (``--by model`` only)
+    suggestions_accepted: int = 0
     latencies: list[float] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, object]:
@@ -95,9 +99,30 @@ def usage_report(
         row.completion_tokens += int(ctok)
         row.cost += float(cost)
         row.cost_known = row.cost_known and bool(known)
+    if by == "model":
+        _add_suggestions(backend, table, since, until)
     for row in table.values():
         row.p50, row.p90 = _percentile(row.latencies, 50), _percentile(row.latencies, 90)
     return sorted(table.values(), key=lambda r: (-r.cost, -r.requests, r.group))
+
+
+def _add_suggestions(
+    backend: Backend, table: dict[str, UsageRow], since: str | None, until: str | None
+) -> None:
+    conds, params = [], []
+    if since:
+        conds.append("created_at >= ?")
+        params.append(since)
+    if until:
+        conds.append("created_at < ?")
+        params.append(until)
+    where = ("WHERE " + " AND ".join(conds)) if conds else ""
+    with backend.transaction(write=False) as tx:
+        rows = tx.query(f"SELECT model, accepted_at FROM suggestions {where}", params)
+    for model, accepted_at in rows:
+        row = table.setdefault(str(model), UsageRow(group=str(model), label=str(model)))
+        row.suggestions_shown += 1
+        row.suggestions_accepted += accepted_at is not None
 
 
 def to_json(rows: Sequence[UsageRow], by: str) -> str:

@@ -14,6 +14,11 @@ function secs(value) {
   return value === null ? "-" : value.toFixed(3) + "s";
 }
 
+function accepted(r) {  // editor suggestions, per model only
+  const shown = r.suggestions_shown;
+  return shown ? `${r.suggestions_accepted}/${shown} (${Math.round((100 * r.suggestions_accepted) / shown)}%)` : "-";
+}
+
 async function load(event) {
   if (event) event.preventDefault();
   const key = $("server-key").value.trim();
@@ -42,7 +47,7 @@ async function load(event) {
     const name = r.label === r.group ? r.group : r.group + " " + r.label;
     const cost = "$" + r.cost.toFixed(6) + (r.cost_known ? "" : "+?");
     for (const v of [name, r.requests, r.ok, r.refused, r.failed, r.cached, r.prompt_tokens,
-                     r.completion_tokens, cost, secs(r.p50), secs(r.p90)]) {
+                     r.completion_tokens, cost, secs(r.p50), secs(r.p90), accepted(r)]) {
       tr.appendChild(cell(String(v)));
     }
     rows.appendChild(tr);
