@@ -8,13 +8,45 @@ import unicodedata
 from collections.abc import Sequence
 from difflib import SequenceMatcher
 
-__all__ = ["normalize", "similarity", "agreement_matrix", "vote", "VoteOutcome"]
+__all__ = ["FUNCTION_WORDS", "normalize", "similarity", "agreement_matrix", "vote", "VoteOutcome"]
 
 _SHORT_WORDS = 12
 _NUMBER = re.compile(r"-?\d+(?:[.,]\d+)*(?:\.\d+)?")
 _PUNCT = re.compile(r"[^\w\s.-]")
 _WS = re.compile(r"\s+")
 _FILLER = re.compile(r"^(?:the answer is|answer:|final answer:|it is|it's)\s*", re.I)
+
+
+# words that carry no content of an answer (the guard and the verdict repair leave them out of comparisons)
+FUNCTION_WORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "of",
+        "in",
+        "on",
+        "at",
+        "to",
+        "for",
+        "and",
+        "or",
+        "but",
+        "it",
+        "its",
+        "this",
+        "that",
+        "as",
+        "by",
+        "with",
+        "from",
+    ]
+)
 
 
 def normalize(text: str) -> str:

@@ -13,46 +13,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from ..types import Candidate, CandidateScore
-from .agreement import normalize
+from .agreement import FUNCTION_WORDS, normalize
 
 __all__ = ["Coherent", "make_coherent", "top_scored"]
 
-_STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "is",
-        "are",
-        "was",
-        "were",
-        "be",
-        "of",
-        "in",
-        "on",
-        "at",
-        "to",
-        "for",
-        "and",
-        "or",
-        "but",
-        "it",
-        "its",
-        "this",
-        "that",
-        "as",
-        "by",
-        "with",
-        "from",
-        "answer",
-        "correct",
-        "right",
-        "wrong",
-        "yes",
-        "no",
-        "not",
-    ]
-)
+_STOPWORDS = FUNCTION_WORDS | {
+    "answer",
+    "correct",
+    "right",
+    "wrong",
+    "yes",
+    "no",
+    "not",
+}  # words that say nothing of a reason
 
 
 class Coherent:

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from ..types import Candidate
-from .agreement import normalize, similarity
+from .agreement import FUNCTION_WORDS, normalize, similarity
 
 __all__ = ["Claim", "claim_of", "agrees", "states", "Judgement", "hold_against"]
 
@@ -29,35 +29,6 @@ _LETTER = re.compile(r"^\W*\(?([A-J])(?:[\).:\]]|\s|$)")
 _LETTER_SAID = re.compile(r"\b(?:answer|option)(?:\s+is)?\s*[:\-]?\s*\(?([A-J])\b", re.I)
 _CODE = re.compile(r"```[^\n]*\n(.*?)(?:```|$)", re.S)
 _SAME_PHRASE = 0.5
-_FUNCTION_WORDS = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "is",
-        "are",
-        "was",
-        "were",
-        "be",
-        "of",
-        "in",
-        "on",
-        "at",
-        "to",
-        "for",
-        "and",
-        "or",
-        "but",
-        "it",
-        "its",
-        "this",
-        "that",
-        "as",
-        "by",
-        "with",
-        "from",
-    ]
-)
 
 Screen = Callable[[list[Candidate]], Awaitable[list[Candidate]]]
 
@@ -157,6 +128,6 @@ def states(written: str, claim: Claim) -> bool:
     if mine is not None:
         return agrees(mine, claim)
     # at length: every content word of the short answer is in it ("Paris" in "The capital is Paris, ...")
-    content = set(normalize(claim.value).split()) - _FUNCTION_WORDS
+    content = set(normalize(claim.value).split()) - FUNCTION_WORDS
     words = set(normalize(written).split())
     return content <= words if content else f" {normalize(claim.value)} " in f" {normalize(written)} "

@@ -64,14 +64,7 @@ def usage_report(
     """One row per group, most expensive first. ``since``/``until`` are log timestamps (``parse_when``)."""
     if by not in GROUPS:
         raise GatewayError(f"--by must be one of {', '.join(GROUPS)} (got {by!r})")
-    conds, params = [], []
-    if since:
-        conds.append("u.created_at >= ?")
-        params.append(since)
-    if until:
-        conds.append("u.created_at < ?")
-        params.append(until)
-    where = ("WHERE " + " AND ".join(conds)) if conds else ""
+    where, params = _period("u.created_at", since, until)
     sql = (
         f"SELECT {_COLUMN[by]}, k.name, k.team, u.status, u.cached, u.prompt_tokens, u.completion_tokens, "
         f"u.cost, u.cost_known, u.latency FROM api_usage u LEFT JOIN api_keys k ON k.id = u.key_id {where}"
@@ -106,17 +99,16 @@ def usage_report(
     return sorted(table.values(), key=lambda r: (-r.cost, -r.requests, r.group))
 
 
+def _period(column: str, since: str | None, until: str | None) -> tuple[str, list[str]]:
+    conds = [f"{column} >= ?"] * bool(since) + [f"{column} < ?"] * bool(until)
+    params = [v for v in (since, until) if v]
+    return ("WHERE " + " AND ".join(conds)) if conds else "", params
+
+
 def _add_suggestions(
     backend: Backend, table: dict[str, UsageRow], since: str | None, until: str | None
 ) -> None:
-    conds, params = [], []
-    if since:
-        conds.append("created_at >= ?")
-        params.append(since)
-    if until:
-        conds.append("created_at < ?")
-        params.append(until)
-    where = ("WHERE " + " AND ".join(conds)) if conds else ""
+    where, params = _period("created_at", since, until)
     with backend.transaction(write=False) as tx:
         rows = tx.query(f"SELECT model, accepted_at FROM suggestions {where}", params)
     for model, accepted_at in rows:
