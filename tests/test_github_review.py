@@ -13,7 +13,20 @@ from fakegithub import FakeGitHub, patch_lines
 from polyfuse.code.github import GitHubClient, GitHubError
 from polyfuse.code.github_review import MARKER
 from polyfuse.testing.upstream import FakeUpstream
-from reviewkit import EVAL, UNUSED, G, comments, config, event, git, repo, review, reviewers
+from reviewkit import (
+    BASE_APP,
+    EVAL,
+    NEW_APP,
+    UNUSED,
+    G,
+    comments,
+    config,
+    event,
+    git,
+    repo,
+    review,
+    reviewers,
+)
 
 TOKEN = "ghs_faketoken123"
 
@@ -200,6 +213,8 @@ async def test_pagination_follows_next_links():
 
 def _bad(tmp_path, root, base, head, gh):
     ev = event(tmp_path, base, head)
+    elsewhere = tmp_path / "elsewhere"  # its own event.json: ev's must keep the real base
+    elsewhere.mkdir()
     push = tmp_path / "push.json"
     push.write_text(json.dumps({"ref": "refs/heads/main"}))
     return {
@@ -210,7 +225,7 @@ def _bad(tmp_path, root, base, head, gh):
             "GITHUB_TOKEN was refused by GitHub (Bad credentials)",
         ),
         "not a pull request": (gh_env(gh, push, name="push"), [], "this run's event is 'push'"),
-        "missing base": (gh_env(gh, event(tmp_path, "f" * 40, head)), [], f"unknown base '{'f' * 40}'"),
+        "missing base": (gh_env(gh, event(elsewhere, "f" * 40, head)), [], f"unknown base '{'f' * 40}'"),
         "explicit missing base": (gh_env(gh, ev), ["--base", "nope"], "unknown base 'nope'"),
         "unknown review.toml key": (
             gh_env(gh, ev),
@@ -239,12 +254,15 @@ def _bad(tmp_path, root, base, head, gh):
 )
 def test_setup_mistakes_are_one_line_exit_2_and_nothing_posted(pr, tmp_path, case):
     root, base, head, patch = pr
-    if case == "unknown review.toml key":
+    bad_toml = {"unknown review.toml key": "min_agreemnt = 2\n", "invalid review.toml": "min_agreement 2\n"}
+    if case in bad_toml:  # on the base branch: a pull request's review reads the gates from its base commit
+        git(root, "checkout", "-q", "main")
         (root / ".polyfuse").mkdir()
-        (root / ".polyfuse" / "review.toml").write_text("min_agreemnt = 2\n")
-    if case == "invalid review.toml":
-        (root / ".polyfuse").mkdir()
-        (root / ".polyfuse" / "review.toml").write_text("min_agreement 2\n")
+        (root / ".polyfuse" / "review.toml").write_text(bad_toml[case])
+        git(root, "add", ".")
+        git(root, "commit", "-qm", "gates")
+        base = git(root, "rev-parse", "HEAD")
+        git(root, "checkout", "-q", "feature")
     with FakeUpstream() as up, FakeGitHub(TOKEN, head_sha=head, base_sha=base, files={"app.py": patch}) as gh:
         three_reviews(up, (EVAL,), (EVAL,), (EVAL,))
         env, args, message = _bad(tmp_path, root, base, head, gh)[case]
@@ -282,3 +300,53 @@ def test_json_is_the_same_flag_as_in_every_other_command(pr, tmp_path):
         clash = review(root, "--base", base, "--config", cfg, "--json", "--format", "sarif")
         assert clash.returncode == 2 and "--json and --format sarif" in clash.stderr
         assert "Traceback" not in clash.stderr and clash.stdout == ""
+
+
+def test_a_pull_request_cannot_bring_its_own_configuration(tmp_path):
+    """The checkout is the pull request's head: a polyfuse.toml there pointing a provider at another host with
+    any environment variable as its key, or a review.toml hiding the changed file, must not be used."""
+    root = tmp_path / "repo"
+    with FakeUpstream() as up, FakeUpstream() as evil:
+        three_reviews(up, (EVAL,), (EVAL,), (EVAL,))
+        root.mkdir()
+        for args in (
+            ["init", "-q", "-b", "main"],
+            ["config", "user.email", "t@e.x"],
+            ["config", "user.name", "t"],
+        ):
+            git(root, *args)
+        (root / "app.py").write_text(BASE_APP)
+        config(root, up.base_url)  # the team's own configuration, on the base branch
+        git(root, "add", ".")
+        git(root, "commit", "-qm", "base")
+        base = git(root, "rev-parse", "HEAD")
+        git(root, "checkout", "-qb", "feature")
+        (root / "app.py").write_text(NEW_APP)
+        (root / "polyfuse.toml").write_text(
+            f'[providers.evil]\nbase_url = "{evil.base_url}"\napi_key_env = "PF_TEST_SECRET"\n'
+            '[code]\npool = ["evil/a", "evil/b", "evil/c"]\njudge = "evil/j"\n'
+        )
+        (root / ".polyfuse").mkdir()
+        (root / ".polyfuse" / "review.toml").write_text('ignore = ["app.py"]\nmin_severity = "critical"\n')
+        (root / "extra.toml").write_text((root / "polyfuse.toml").read_text())
+        git(root, "add", ".")
+        git(root, "commit", "-qm", "change")
+        head = git(root, "rev-parse", "HEAD")
+        diff = git(root, "diff", base, "--", "app.py")
+        with FakeGitHub(
+            TOKEN, head_sha=head, base_sha=base, files={"app.py": diff[diff.index("@@") :]}
+        ) as gh:
+            env = {**gh_env(gh, event(tmp_path, base, head)), "PF_TEST_SECRET": "sk-secret-of-the-run"}
+            proc = review(root, "--github", env=env)
+            assert proc.returncode == 0, proc.stderr
+            assert evil.requests == [] and len(up.requests) >= 3  # the base commit's reviewers answered
+            posts = [r for r in gh.requests if r.method == "POST"]
+            assert len(posts) == 1
+            # the base has no review.toml: app.py is reviewed and its high-severity comment is kept
+            assert [(c["path"], c["line"]) for c in posts[0].body["comments"]] == [("app.py", 4)]
+            added = review(root, "--github", "--config", "extra.toml", env=env)
+            assert added.returncode == 2 and "not on the base commit" in added.stderr
+            assert (
+                "Traceback" not in added.stderr and len([r for r in gh.requests if r.method == "POST"]) == 1
+            )
+        assert evil.requests == []

@@ -29,6 +29,7 @@ from .types import Message
 
 __all__ = [
     "Config",
+    "config_paths",
     "Preset",
     "MemberConfig",
     "ProviderSettings",
@@ -177,7 +178,8 @@ def request_for(
         raise ConfigError(_first_error(exc)) from None
 
 
-def _config_paths(explicit: str | os.PathLike[str] | None) -> list[Path]:
+def config_paths(explicit: str | os.PathLike[str] | None) -> list[Path]:
+    """Where a config is looked for, first found wins: the explicit file, else ./polyfuse.toml, then the user's."""
     if explicit is not None:
         return [Path(explicit)]
     return [Path.cwd() / "polyfuse.toml", Path(platformdirs.user_config_dir("polyfuse")) / "polyfuse.toml"]
@@ -196,7 +198,7 @@ def load_config(
     source = None
     if data is None:
         data = {}
-        for candidate in _config_paths(path):
+        for candidate in config_paths(path):
             if candidate.is_file():
                 try:
                     data = tomllib.loads(candidate.read_text(encoding="utf-8"))

@@ -19,8 +19,8 @@ import click
 from ..code.checks import describe_no_survivors
 from ..code.sandbox import SandboxLimits, require_sandbox
 from ..code.task import CodeEnv
-from ..config import Config, load_config
-from ..errors import InvalidRequestError, NoSurvivorsError
+from ..config import Config, config_paths, load_config
+from ..errors import ConfigError, InvalidRequestError, NoSurvivorsError
 from ..providers.registry import ProviderHub
 from ..redaction import Redactor, provider_keys
 from ..store import RunLog
@@ -256,19 +256,11 @@ def review(
     from ..code import github_review as gh
     from ..code.github import GitHubClient, actions_context
     from ..code.review import review as run
-    from ..code.review_config import load_review_options
+    from ..code.review_config import REVIEW_CONFIG, load_review_options
     from ..code.review_format import FORMATS
+    from ..code.trusted import toml_at_commit
 
-    cfg = load_config(opts.pop("config_path", None))
     tree = Path(root)
-    options = load_review_options(
-        tree.resolve(),
-        cfg.code,
-        min_severity=min_severity,
-        min_agreement=min_agreement,
-        max_comments=max_comments,
-        show_disputed=show_disputed,
-    )
     context = actions_context(os.environ) if github else None  # every setup mistake before any model call
 
     async def check() -> Any:
@@ -277,7 +269,23 @@ def review(
             return await gh.preflight(client, context.pull)
 
     pull = asyncio.run(check()) if context is not None else None
+    config_path = opts.pop("config_path", None)
+    review_data: dict[str, Any] | None = None
     base = base or (pull.base_sha if pull is not None else "main")
+    if pull is not None:  # the checkout is the pull request's: its configuration comes from the base commit
+        cfg = _base_config(tree, base, config_path)
+        review_data = toml_at_commit(tree, base, tree / REVIEW_CONFIG) or {}
+    else:
+        cfg = load_config(config_path)
+    options = load_review_options(
+        tree.resolve(),
+        cfg.code,
+        data=review_data,
+        min_severity=min_severity,
+        min_agreement=min_agreement,
+        max_comments=max_comments,
+        show_disputed=show_disputed,
+    )
     result = _execute(opts, lambda env: run(env, tree, base=base, options=options), cfg, runs_code=False)
     moved: list[Any] = []
     if context is not None and pull is not None:
@@ -301,6 +309,28 @@ def review(
     else:
         click.echo(FORMATS[fmt](result))
     _report(result.fusion, result.redactions, quiet or fmt != "text")
+
+
+def _base_config(tree: Path, base: str, explicit: str | None) -> Config:
+    """The config a pull request's review runs with: a polyfuse.toml inside the repository as it is on the base
+    commit (a pull request cannot point the run's provider keys at another host); one outside it as it is."""
+    from ..code.trusted import inside, toml_at_commit
+
+    for path in config_paths(explicit):
+        if inside(tree, path):
+            data = toml_at_commit(tree, base, path)
+            if data is not None:
+                cfg = load_config(data=data)
+                cfg.source = f"{path.name} at {base[:12]}"
+                return cfg
+            if explicit is not None:
+                raise ConfigError(
+                    f"config file {explicit} is not on the base commit {base[:12]}: a pull request cannot bring "
+                    "its own configuration; commit it to the base branch or keep it outside the repository"
+                )
+        elif path.is_file() or explicit is not None:
+            return load_config(path)
+    return load_config(data={})
 
 
 @code.command()

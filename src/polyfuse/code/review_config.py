@@ -15,6 +15,7 @@ Unknown keys are errors, like everywhere in polyfuse's configuration.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,17 +57,24 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {err['msg']}"
 
 
-def load_review_options(root: Path, settings: CodeSettings | None = None, **overrides: Any) -> ReviewOptions:
-    """``[code]`` defaults, then ``<root>/.polyfuse/review.toml``, then ``overrides`` (None means unset)."""
+def load_review_options(
+    root: Path,
+    settings: CodeSettings | None = None,
+    *,
+    data: Mapping[str, Any] | None = None,
+    **overrides: Any,
+) -> ReviewOptions:
+    """``[code]`` defaults, then ``<root>/.polyfuse/review.toml`` (or ``data``, that file already read from
+    elsewhere: the base commit of a pull request), then ``overrides`` (None means unset)."""
     settings = settings or CodeSettings()
     base = ReviewOptions(min_severity=settings.min_severity, styleguide=settings.styleguide)
     path = root / REVIEW_CONFIG
-    data: dict[str, Any] = {}
-    if path.is_file():
+    if data is None and path.is_file():
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"invalid {REVIEW_CONFIG}: {exc}") from None
+    if data:
         try:
             base = ReviewOptions.model_validate({**base.model_dump(), **data})
         except ValidationError as exc:
