@@ -4,6 +4,7 @@ OpenAI-compatible HTTP upstream on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 import pytest
@@ -168,3 +169,50 @@ def test_client_positions_count_utf16_units():
     assert doc.source[_offset(doc, lsp_types.Position(line=1, character=2))] == "x"
     with pytest.raises(JsonRpcInvalidParams):
         _offset(doc, lsp_types.Position(line=0, character=11))
+
+
+@pytest.mark.parametrize(
+    ("toml", "what"),
+    [
+        ('[providers.openai]\nbase_url = "http://127.0.0.1:9/v1"\n', "[providers]"),
+        ('[log]\nurl = "postgresql://u:p@127.0.0.1:9/x"\n', "[log] url"),
+        ("[code]\nallow_weak_sandbox = true\n", "allow_weak_sandbox"),
+    ],
+)
+async def test_a_workspace_config_cannot_take_keys_or_safety_elsewhere(tmp_path, toml, what):
+    """Opening a repository reads its polyfuse.toml: provider settings there could send the user's keys to the
+    repository's own host. Refused at initialize, saying what and how to trust the file."""
+    (tmp_path / "polyfuse.toml").write_text(toml)
+    client = LanguageClient("polyfuse-test", "1")
+    await client.start_io(sys.executable, "-m", "polyfuse.cli.main", "lsp", cwd=str(tmp_path))
+    try:
+        with pytest.raises(JsonRpcException) as info:
+            await asyncio.wait_for(
+                client.initialize_async(
+                    types.InitializeParams(
+                        capabilities=types.ClientCapabilities(), root_uri=tmp_path.as_uri()
+                    )
+                ),
+                30,
+            )
+        assert what in str(info.value) and "polyfuse lsp --config" in str(info.value)
+    finally:
+        client.exit(None)
+        await client.stop()
+    # the same file, trusted explicitly, is used (an unreachable PostgreSQL only turns the run log off)
+    trusted = LanguageClient("polyfuse-test", "1")
+    argv = ["-m", "polyfuse.cli.main", "lsp", "--config", str(tmp_path / "polyfuse.toml")]
+    await trusted.start_io(sys.executable, *argv, cwd=str(tmp_path))
+    try:
+        with FakeUpstream() as up:
+            member = f"{up.base_url}#a"
+            params = types.InitializeParams(
+                capabilities=types.ClientCapabilities(),
+                root_uri=tmp_path.as_uri(),
+                initialization_options={"pool": [member], "judge": member},
+            )
+            result = await asyncio.wait_for(trusted.initialize_async(params), 60)
+            assert result.capabilities.inline_completion_provider is not None
+    finally:
+        trusted.exit(None)
+        await trusted.stop()
