@@ -6,7 +6,7 @@ one round trip, atomic on the Redis server, its clock from Redis ``TIME`` so ins
 time. Money is counted in integer nano-dollars. A budget's spend counter is seeded from the database when Redis
 does not have it (first use in a period, or Redis restarted empty); settled requests increment it.
 
-Admissions that arrive together share one pipeline; settlements (release holds, charge the real cost, add
+Admissions waiting together go in one script call (each still atomic, in order); settlements (release holds, charge the real cost, add
 tokens learned from the reply) are merged: one script call every few milliseconds carries all that finished
 meanwhile, so a request costs at most one round trip of its own.
 Redis errors raise ``StoreDown``; the gateway applies the fail-open/closed policy. After an error Redis is
@@ -32,64 +32,79 @@ log = logging.getLogger("polyfuse.gateway")
 
 NANO = 1_000_000_000  # money in Redis: integer nano-dollars
 PREFIX = "polyfuse:"
+MAX_BATCH = 64  # admissions per script call: Redis runs a script alone, so a batch's time is everyone's wait
 
 _ADMIT = """
 local t = redis.call('TIME')
 local sec = tonumber(t[1])
 local now = sec + tonumber(t[2]) / 1000000
-local nw, nh = tonumber(ARGV[1]), tonumber(ARGV[2])
-local ticket, hold_ttl, span = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-local take = {}
-for i = 1, nw do
-  local key, limit, amount = KEYS[i], tonumber(ARGV[4 + 2 * i]), tonumber(ARGV[5 + 2 * i])
-  if amount > limit then amount = limit end
-  take[i] = amount
-  local flat = redis.call('HGETALL', key)
-  local used, live, stale = 0, {}, {}
-  for j = 1, #flat, 2 do
-    local s, c = tonumber(flat[j]), tonumber(flat[j + 1])
-    if s <= sec - span then stale[#stale + 1] = flat[j] else used = used + c; live[#live + 1] = {s, c} end
-  end
-  if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
-  if used + amount > limit then
-    table.sort(live, function(a, b) return a[1] < b[1] end)
-    local excess, wait = used + amount - limit, span
-    for _, b in ipairs(live) do
-      excess = excess - b[2]
-      if excess <= 0 then wait = b[1] + span - now; break end
+local hold_ttl, span, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+
+-- one request: its keys follow KEYS[k], its arguments (nw, nh, ticket, windows, holds) follow ARGV[a]
+local function admit(k, a)
+  local nw, nh, ticket = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3]
+  local take = {}
+  for i = 1, nw do
+    local key, limit, amount = KEYS[k + i], tonumber(ARGV[a + 2 + 2 * i]), tonumber(ARGV[a + 3 + 2 * i])
+    if amount > limit then amount = limit end
+    take[i] = amount
+    local flat = redis.call('HGETALL', key)
+    local used, live, stale = 0, {}, {}
+    for j = 1, #flat, 2 do
+      local s, c = tonumber(flat[j]), tonumber(flat[j + 1])
+      if s <= sec - span then stale[#stale + 1] = flat[j] else used = used + c; live[#live + 1] = {s, c} end
     end
-    return {'rate', i, tostring(wait)}
+    if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
+    if used + amount > limit then
+      table.sort(live, function(x, y) return x[1] < y[1] end)
+      local excess, wait = used + amount - limit, span
+      for _, b in ipairs(live) do
+        excess = excess - b[2]
+        if excess <= 0 then wait = b[1] + span - now; break end
+      end
+      return {'rate', i, tostring(wait)}
+    end
   end
-end
-local base = 5 + 2 * nw
-for h = 1, nh do
-  local spend, zset, hash = KEYS[nw + 3 * h - 2], KEYS[nw + 3 * h - 1], KEYS[nw + 3 * h]
-  local budget, amount = tonumber(ARGV[base + 2 * h - 1]), tonumber(ARGV[base + 2 * h])
-  local spent = redis.call('GET', spend)
-  if not spent then return {'seed', h} end
-  local expired = redis.call('ZRANGEBYSCORE', zset, '-inf', now)
-  if #expired > 0 then
-    redis.call('ZREM', zset, unpack(expired))
-    redis.call('HDEL', hash, unpack(expired))
+  local base = a + 3 + 2 * nw
+  for h = 1, nh do
+    local spend, zset, hash = KEYS[k + nw + 3 * h - 2], KEYS[k + nw + 3 * h - 1], KEYS[k + nw + 3 * h]
+    local budget, amount = tonumber(ARGV[base + 2 * h - 1]), tonumber(ARGV[base + 2 * h])
+    local spent = redis.call('GET', spend)
+    if not spent then return {'seed', h} end
+    local expired = redis.call('ZRANGEBYSCORE', zset, '-inf', now)
+    if #expired > 0 then
+      redis.call('ZREM', zset, unpack(expired))
+      redis.call('HDEL', hash, unpack(expired))
+    end
+    local held = 0
+    for _, v in ipairs(redis.call('HVALS', hash)) do held = held + tonumber(v) end
+    if tonumber(spent) + held + amount > budget then return {'budget', h, spent, tostring(held)} end
   end
-  local held = 0
-  for _, v in ipairs(redis.call('HVALS', hash)) do held = held + tonumber(v) end
-  if tonumber(spent) + held + amount > budget then return {'budget', h, spent, tostring(held)} end
-end
-for i = 1, nw do
-  if take[i] > 0 then
-    redis.call('HINCRBY', KEYS[i], sec, take[i])
-    redis.call('EXPIRE', KEYS[i], span + 1)
+  for i = 1, nw do
+    if take[i] > 0 then
+      redis.call('HINCRBY', KEYS[k + i], sec, take[i])
+      redis.call('EXPIRE', KEYS[k + i], span + 1)
+    end
   end
+  for h = 1, nh do
+    local zset, hash = KEYS[k + nw + 3 * h - 1], KEYS[k + nw + 3 * h]
+    redis.call('ZADD', zset, now + hold_ttl, ticket)
+    redis.call('HSET', hash, ticket, ARGV[base + 2 * h])
+    redis.call('EXPIRE', zset, math.ceil(hold_ttl) + 60)
+    redis.call('EXPIRE', hash, math.ceil(hold_ttl) + 60)
+  end
+  return {'ok'}
 end
-for h = 1, nh do
-  local zset, hash = KEYS[nw + 3 * h - 1], KEYS[nw + 3 * h]
-  redis.call('ZADD', zset, now + hold_ttl, ticket)
-  redis.call('HSET', hash, ticket, ARGV[base + 2 * h])
-  redis.call('EXPIRE', zset, math.ceil(hold_ttl) + 60)
-  redis.call('EXPIRE', hash, math.ceil(hold_ttl) + 60)
+
+-- the requests in order, each atomic and seeing the ones before it
+local out, k, a = {}, 0, 3
+for r = 1, n do
+  local nw, nh = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  out[r] = admit(k, a)
+  k = k + nw + 3 * nh
+  a = a + 3 + 2 * nw + 2 * nh
 end
-return {'ok'}
+return out
 """
 
 _SETTLE = """
@@ -146,7 +161,7 @@ def _keys(windows: Sequence[Window], holds: Sequence[Hold]) -> list[str]:
 class RedisStore:
     """A ``SharedStore`` on Redis. ``seed(scope, period)`` returns the spend recorded in the database (USD).
 
-    Admissions that arrive in the same turn of the event loop share one pipeline (one round trip and one
+    One admission call is in flight at a time and carries every admission waiting (one round trip and one
     write for all of them); settlements are merged into one script call per flush."""
 
     per_process = False
@@ -174,6 +189,11 @@ class RedisStore:
         self.down_until = 0.0
         self.failures = 0
         self._admits: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
+        self._admitting = False
+        self._conn: Any = None  # the admissions' own connection, opened on first use
+        self.timeout = client.connection_pool.connection_kwargs.get("socket_timeout") or 5.0
+        self._pack: Callable[[tuple[Any, ...]], Any] = _packer()
+        self._admitter: asyncio.Task[None] | None = None  # held: the loop keeps only weak references to tasks
         self._settles: list[tuple[list[Window], list[Hold], str, list[float]]] = []
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
@@ -200,43 +220,61 @@ class RedisStore:
         except self.errors as exc:
             raise self.failed(exc) from exc
 
-    async def _run(self, name: str, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        """Run one script for each (keys, args): alone, or as one pipeline. Loads the scripts the first time
-        and again after a Redis restart (NOSCRIPT). Raises ``StoreDown``."""
+    async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """One script call. Loads the scripts the first time and again after a Redis restart (NOSCRIPT).
+        Raises ``StoreDown``."""
         if self.down:
             raise StoreDown("Redis is down (waiting before the next try)")
         try:
             for _ in range(2):
                 if name not in self._sha:
-                    for n, src in self._sources.items():
-                        self._sha[n] = await self.client.script_load(src)
-                sha = self._sha[name]
-                if len(calls) == 1:
-                    keys, args = calls[0]
-                    try:
-                        return [await self.client.evalsha(sha, len(keys), *keys, *args)]
-                    except self._noscript:
-                        self._sha.clear()
-                        continue
-                pipe = self.client.pipeline(transaction=False)
-                for keys, args in calls:
-                    pipe.evalsha(sha, len(keys), *keys, *args)
-                results = await pipe.execute(raise_on_error=False)
-                if any(isinstance(r, self._noscript) for r in results):
+                    await self._load()
+                try:
+                    return await self.client.execute_command("EVALSHA", self._sha[name], len(keys), *keys, *args)
+                except self._noscript:
                     self._sha.clear()
-                    continue
-                for r in results:
-                    if isinstance(r, BaseException):
-                        raise r
-                return list(results)
         except self.errors as exc:
             raise self.failed(exc) from exc
         raise StoreDown("Redis does not keep the gateway's scripts")
 
+    async def _admit_call(self, keys: list[str], args: list[Any]) -> Any:
+        """The admission script on the store's own connection, one call in flight at a time: no pool, one
+        deadline for the round trip instead of a task per write, the command packed by hiredis when present.
+        Raises ``StoreDown``; a failed or interrupted call drops the connection (its replies would be out of
+        step), the next call opens a new one."""
+        if self.down:
+            raise StoreDown("Redis is down (waiting before the next try)")
+        conn = self._conn
+        if conn is None:
+            pool = self.client.connection_pool
+            conn = self._conn = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
+        try:
+            async with asyncio.timeout(self.timeout):
+                for _ in range(2):
+                    if "admit" not in self._sha:
+                        await self._load()
+                    command = ("EVALSHA", self._sha["admit"], len(keys), *keys, *args)
+                    await conn.send_packed_command(self._pack(command), check_health=False)
+                    try:
+                        return await conn.read_response()
+                    except self._noscript:
+                        self._sha.clear()
+        except self.errors as exc:
+            await conn.disconnect(nowait=True)
+            raise self.failed(exc) from exc
+        except BaseException:
+            await conn.disconnect(nowait=True)
+            raise
+        raise StoreDown("Redis does not keep the gateway's scripts")
+
+    async def _load(self) -> None:
+        for n, src in self._sources.items():
+            self._sha[n] = await self.client.script_load(src)
+
     # -- admission ------------------------------------------------------------------------------------------------
     async def admit(self, ticket: str, windows: Sequence[Window], holds: Sequence[Hold]) -> Refusal | None:
         keys = _keys(windows, holds)
-        args: list[Any] = [len(windows), len(holds), ticket, math.ceil(self.hold_ttl), WINDOW_SECONDS]
+        args: list[Any] = [len(windows), len(holds), ticket]
         for w in windows:
             args += [w.limit, w.amount]
         for h in holds:
@@ -266,22 +304,34 @@ class RedisStore:
             raise StoreDown("Redis is down (waiting before the next try)")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._admits.append((keys, args, future))
-        if len(self._admits) == 1:  # the first of this turn schedules the flush; later ones join it
-            asyncio.get_running_loop().create_task(self._flush_admits())
+        if not self._admitting:  # else the call in flight takes this one in its next batch
+            self._admitting = True
+            self._admitter = asyncio.get_running_loop().create_task(self._flush_admits())
         return await future
 
     async def _flush_admits(self) -> None:
-        batch, self._admits = self._admits, []
+        """One script call at a time for every admission waiting: under load, those that arrive while a call
+        is in flight go together in the next one, so a request's share of the round trip shrinks as load grows."""
         try:
-            results = await self._run("admit", [(keys, args) for keys, args, _ in batch])
-        except StoreDown as exc:
-            for _, _, future in batch:
-                if not future.done():
-                    future.set_exception(StoreDown(str(exc)))
-            return
-        for (_, _, future), result in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(result)
+            while self._admits:
+                batch, self._admits = self._admits[:MAX_BATCH], self._admits[MAX_BATCH:]
+                keys: list[str] = []
+                args: list[Any] = [math.ceil(self.hold_ttl), WINDOW_SECONDS, len(batch)]
+                for k, a, _ in batch:
+                    keys += k
+                    args += a
+                try:
+                    results = await self._admit_call(keys, args)
+                except StoreDown as exc:
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(StoreDown(str(exc)))
+                    continue
+                for (_, _, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            self._admitting = False
 
     async def _seed(self, hold: Hold, key: str) -> None:
         spent = await asyncio.to_thread(self.seed, hold.scope, hold.period)
@@ -330,7 +380,7 @@ class RedisStore:
         for _, ticket, charge in releases:
             args += [ticket, int(charge * NANO)]
         with contextlib.suppress(StoreDown):
-            await self._run("settle", [(keys, args)])
+            await self._run("settle", keys, args)
 
     async def aclose(self) -> None:
         if self._flusher is not None:
@@ -338,7 +388,20 @@ class RedisStore:
             await asyncio.gather(self._flusher, return_exceptions=True)
         await self.flush()
         with contextlib.suppress(*self.errors):
+            if self._conn is not None:
+                await self._conn.disconnect()
             await self.client.aclose()
+
+
+def _packer() -> Callable[[tuple[Any, ...]], Any]:
+    """hiredis's command packer (C), else redis-py's own (Python, several times slower on a long command)."""
+    try:
+        from hiredis import pack_command
+    except ImportError:
+        from redis.asyncio.connection import Connection
+
+        return lambda command: Connection().pack_command(*command)
+    return pack_command
 
 
 def _text(value: Any) -> str:
