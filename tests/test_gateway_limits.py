@@ -216,3 +216,25 @@ async def test_redis_down_raises_store_down_fast_and_recovers(redis_server):
         if redis_server.proc is None:
             redis_server.start()
         await store.aclose()
+
+
+def test_usage_batch_round_trips_every_value_on_both_databases(runlog):
+    """The batch goes in as one JSON parameter: types, None, odd text and charges come out as they went in."""
+    from polyfuse.gateway.ledger import DbBudget
+    from polyfuse.gateway.usage import COLUMNS, UsageRecord, insert_usage
+
+    odd = 'quote \' double " back \\ newline \n unicode é 漢 [1,2] {"a": 1}'
+    records = [
+        UsageRecord("chat", "up/fast", 200, "k1", "t1", preset="p", mode="best-of", prompt_tokens=12,
+                    completion_tokens=3, cost=1.25e-07, cost_known=False, latency=0.0123, cached=True,
+                    run_uid="r1", created_at="2026-11-24T10:00:00.000000Z", charges=(("key:k1", "2026-11", 0.5),)),
+        UsageRecord("completions", odd, 429, error=odd, created_at="2026-11-24T10:00:01.000000Z",
+                    charges=(("key:k1", "2026-11", 0.25),)),
+    ]  # fmt: skip
+    assert insert_usage(runlog.backend, records) == 2
+    with runlog.backend.transaction(write=False) as tx:
+        rows = tx.query(f"SELECT {', '.join(COLUMNS)} FROM api_usage ORDER BY created_at")
+    assert DbBudget(runlog.backend, 60).spent("key:k1", "2026-11") == pytest.approx(0.75)
+    assert [tuple(r) for r in rows] == [r.values() for r in records]
+    assert isinstance(rows[0][COLUMNS.index("prompt_tokens")], int)
+    assert isinstance(rows[0][COLUMNS.index("latency")], float)

@@ -3,12 +3,15 @@ in its three formats (a real subprocess on a real SQLite log)."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -148,3 +151,77 @@ async def test_writer_batches_charges_and_drops_the_oldest_when_full(tmp_path):
             models = [r[0] for r in tx.query("SELECT model FROM api_usage ORDER BY id")]
         assert models == [f"m{i}" for i in range(15, 25)]  # the newest survived, in order
         assert DbBudget(log.backend, 900).spent("key:a", "2026-11") == pytest.approx(5.0)
+
+
+async def test_a_killed_writer_process_costs_one_batch_and_is_started_again(tmp_path):
+    with open_log(LogSettings(path=str(tmp_path / "runs.db"))) as log:
+        writer = UsageWriter(log.backend, capacity=100, batch=100, interval=0.01)
+        writer.add(UsageRecord("chat", "first", 200))
+        await writer.flush()
+        helper = writer.sink._proc
+        assert writer.written == 1 and helper is not None and writer.sink.started == 1
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a stop sent to the whole process group: ignored
+            helper.send_signal(sig)
+        writer.add(UsageRecord("chat", "second", 200))
+        await asyncio.wait_for(writer.flush(), 10)
+        assert writer.written == 2 and writer.sink.started == 1
+        helper.kill()  # noticed before the next batch: a new helper writes it, nothing lost
+        await asyncio.wait_for(helper.wait(), 10)
+        writer.add(UsageRecord("chat", "third", 200))
+        await asyncio.wait_for(writer.flush(), 10)
+        assert writer.written == 3 and writer.dropped == 0 and writer.sink.started == 2
+        writer.sink._proc.kill()  # dies under the batch being sent: that batch is lost, counted, warned
+        writer.add(UsageRecord("chat", "lost", 200))
+        await asyncio.wait_for(writer.flush(), 10)
+        assert writer.dropped == 1 and writer.written == 3
+        writer.add(UsageRecord("chat", "fourth", 200))
+        await asyncio.wait_for(writer.aclose(), 30)
+        assert writer.written == 4 and writer.sink.started == 3
+        with log.backend.transaction(write=False) as tx:
+            models = [r[0] for r in tx.query("SELECT model FROM api_usage ORDER BY id")]
+        assert models == ["first", "second", "third", "fourth"]
+
+
+async def test_a_database_error_in_the_writer_process_drops_the_batch_with_a_warning(tmp_path, caplog):
+    with open_log(LogSettings(path=str(tmp_path / "runs.db"))) as log:
+        writer = UsageWriter(log.backend, capacity=100, batch=100)
+        with log.backend.transaction(write=True) as tx:
+            tx.execute("DROP TABLE api_usage")
+        writer.add(UsageRecord("chat", "m", 200))
+        await asyncio.wait_for(writer.aclose(), 30)
+        assert writer.dropped == 1 and writer.written == 0
+        assert "api_usage" in caplog.text and "could not write 1 usage record" in caplog.text
+
+
+def test_the_writer_process_exits_with_its_worker(tmp_path):
+    """A worker that dies without closing anything (SIGKILL, OOM) closes the pipe: its helper exits."""
+    script = f"""
+import asyncio, os
+from polyfuse.gateway.usage import UsageRecord, UsageWriter
+from polyfuse.store import LogSettings, open_log
+
+async def main():
+    log = open_log(LogSettings(path={str(tmp_path / "runs.db")!r}))
+    writer = UsageWriter(log.backend)
+    writer.add(UsageRecord("chat", "m", 200))
+    await writer.flush()
+    print(writer.sink._proc.pid, flush=True)
+    os._exit(9)
+
+asyncio.run(main())
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 9, out.stderr
+    helper = int(out.stdout.strip())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(helper):
+        time.sleep(0.05)
+    assert not _alive(helper)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -19,7 +19,7 @@ from .errors import LogCorruptError, LogError, LogUnavailableError
 from .migrations import Dialect
 from .settings import redact_url
 
-__all__ = ["Backend", "Tx", "SqliteBackend", "PostgresBackend"]
+__all__ = ["Backend", "Tx", "SqliteBackend", "PostgresBackend", "open_backend"]
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _OUR_TABLES = ("runs", "candidates", "dropped_runs", "polyfuse_schema")
@@ -59,6 +59,11 @@ class Backend(ABC):
         """Tables that would clash with a new log (read only): in a SQLite file, which is the log's alone,
         every table; in a shared PostgreSQL database, those with the names a polyfuse log uses."""
 
+    @abstractmethod
+    def reopen_spec(self) -> dict[str, Any]:
+        """What another process needs to open this database itself (``open_backend``); may hold a password,
+        so it is passed over a pipe, never on a command line."""
+
     def check(self) -> None:  # noqa: B027 - optional hook
         """Refuse a damaged database before anything is written to it (where the database can tell)."""
 
@@ -94,6 +99,7 @@ class SqliteBackend(Backend):
     def __init__(self, path: Path, busy_timeout: float = 30.0) -> None:
         self.path = path
         self.where = str(path)
+        self.busy_timeout = busy_timeout
         self._lock = threading.Lock()  # one connection, shared by threads (the server's writer thread)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -178,6 +184,9 @@ class SqliteBackend(Backend):
             "or set [log] path to another file"
         )
 
+    def reopen_spec(self) -> dict[str, Any]:
+        return {"path": str(self.path), "busy_timeout": self.busy_timeout}
+
     @contextmanager
     def transaction(self, *, write: bool) -> Iterator[Tx]:
         with self._lock, self._translate():
@@ -243,6 +252,7 @@ class PostgresBackend(Backend):
 
     def __init__(self, url: str, connect_timeout: float = 10.0) -> None:
         self.where = redact_url(url)
+        self._url, self._connect_timeout = url, connect_timeout
         self._lock = threading.Lock()
         try:
             import psycopg
@@ -256,6 +266,9 @@ class PostgresBackend(Backend):
         except psycopg.Error as exc:
             reason = " ".join(line.strip() for line in str(exc).strip().splitlines()) or "connection failed"
             raise LogUnavailableError(f"cannot reach the log database {self.where}: {reason}") from None
+
+    def reopen_spec(self) -> dict[str, Any]:
+        return {"url": self._url, "connect_timeout": self._connect_timeout}
 
     @contextmanager
     def transaction(self, *, write: bool) -> Iterator[Tx]:
@@ -295,3 +308,10 @@ class PostgresBackend(Backend):
     def close(self) -> None:
         with self._lock:
             self.conn.close()
+
+
+def open_backend(spec: dict[str, Any]) -> Backend:
+    """The database a ``reopen_spec`` names (no migrations: its owner already ran them)."""
+    if spec.get("url"):
+        return PostgresBackend(str(spec["url"]), connect_timeout=float(spec.get("connect_timeout", 10.0)))
+    return SqliteBackend(Path(str(spec["path"])), busy_timeout=float(spec.get("busy_timeout", 30.0)))
