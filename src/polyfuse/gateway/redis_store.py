@@ -230,7 +230,9 @@ class RedisStore:
                 if name not in self._sha:
                     await self._load()
                 try:
-                    return await self.client.execute_command("EVALSHA", self._sha[name], len(keys), *keys, *args)
+                    return await self.client.execute_command(
+                        "EVALSHA", self._sha[name], len(keys), *keys, *args
+                    )
                 except self._noscript:
                     self._sha.clear()
         except self.errors as exc:
