@@ -238,3 +238,35 @@ def test_usage_batch_round_trips_every_value_on_both_databases(runlog):
     assert [tuple(r) for r in rows] == [r.values() for r in records]
     assert isinstance(rows[0][COLUMNS.index("prompt_tokens")], int)
     assert isinstance(rows[0][COLUMNS.index("latency")], float)
+
+
+@pytest.mark.parametrize("fault", ["raises", "short", "garbage"])
+async def test_a_failed_admission_batch_fails_every_request_in_it_and_the_next_batch_works(
+    redis_server, fault
+):
+    """A batch that goes wrong (an unexpected error, fewer replies than admissions, a reply that is not one)
+    answers each waiting request with StoreDown, for the gateway's fail-open/closed policy: none hangs."""
+    store = RedisStore(connect(redis_server.url, 1.0), lambda scope, period: 0.0)
+    real = store._admit_call
+    calls = 0
+
+    async def broken(keys, args):
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            return await real(keys, args)
+        if fault == "raises":
+            raise RuntimeError("boom")
+        replies = await real(keys, args)
+        return replies[:-1] if fault == "short" else [[b"what"]] * len(replies)
+
+    store._admit_call = broken
+    rpm = [Window(f"key:{_name()}:rpm", 100, 1)]
+    try:
+        first = await asyncio.wait_for(
+            asyncio.gather(*(store.admit(f"t{i}", rpm, []) for i in range(20)), return_exceptions=True), 5
+        )
+        assert all(isinstance(r, StoreDown) for r in first), first
+        assert await asyncio.wait_for(store.admit("next", rpm, []), 5) is None
+    finally:
+        await store.aclose()

@@ -283,23 +283,41 @@ class RedisStore:
             args += [int(h.budget * NANO), max(1, int(h.amount * NANO))]
         for _ in range(3):
             reply = await self._admit_batched(keys, args)
-            kind = _text(reply[0])
-            if kind == "ok":
-                return None
-            if kind == "rate":
-                return Refusal("rate", windows[int(reply[1]) - 1].name, retry_after=max(0.0, float(reply[2])))
-            hold = holds[int(reply[1]) - 1]
-            if kind == "budget":
-                return Refusal(
-                    "budget",
-                    hold.scope,
-                    spent=int(reply[2]) / NANO,
-                    held=float(reply[3]) / NANO,
-                    budget=hold.budget,
-                    amount=hold.amount,
-                )
-            await self._seed(hold, keys[len(windows) + 3 * (int(reply[1]) - 1)])
+            try:
+                refusal, seed = self._read_reply(reply, windows, holds)
+            except (IndexError, TypeError, ValueError, UnicodeDecodeError):
+                raise StoreDown(f"Redis answered an admission with {reply!r:.80}") from None
+            if seed is None:
+                return refusal
+            await self._seed(holds[seed], keys[len(windows) + 3 * seed])
         raise StoreDown("budget counter could not be seeded in Redis")
+
+    @staticmethod
+    def _read_reply(
+        reply: Any, windows: Sequence[Window], holds: Sequence[Hold]
+    ) -> tuple[Refusal | None, int | None]:
+        """(refusal or None, None), or (None, index of the hold whose spend counter must be seeded first)."""
+        kind = _text(reply[0])
+        if kind == "ok":
+            return None, None
+        if kind == "rate":
+            return Refusal(
+                "rate", windows[int(reply[1]) - 1].name, retry_after=max(0.0, float(reply[2]))
+            ), None
+        hold = holds[int(reply[1]) - 1]
+        if kind == "budget":
+            refusal = Refusal(
+                "budget",
+                hold.scope,
+                spent=int(reply[2]) / NANO,
+                held=float(reply[3]) / NANO,
+                budget=hold.budget,
+                amount=hold.amount,
+            )
+            return refusal, None
+        if kind == "seed":
+            return None, int(reply[1]) - 1
+        raise ValueError(kind)
 
     async def _admit_batched(self, keys: list[str], args: list[Any]) -> Any:
         if self.down:
@@ -324,10 +342,15 @@ class RedisStore:
                     args += a
                 try:
                     results = await self._admit_call(keys, args)
-                except StoreDown as exc:
+                    if not isinstance(results, list) or len(results) != len(batch):
+                        raise StoreDown(f"Redis answered {len(batch)} admissions with {results!r:.80}")
+                except BaseException as exc:  # no waiting request may be left hanging, whatever went wrong
+                    failure = exc if isinstance(exc, StoreDown) else StoreDown(f"admission failed: {exc!r}")
                     for _, _, future in batch:
                         if not future.done():
-                            future.set_exception(StoreDown(str(exc)))
+                            future.set_exception(StoreDown(str(failure)))
+                    if not isinstance(exc, Exception):
+                        raise  # cancelled (shutdown)
                     continue
                 for (_, _, future), result in zip(batch, results, strict=True):
                     if not future.done():
