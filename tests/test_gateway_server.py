@@ -13,6 +13,7 @@ import time
 import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import choose_json
 from polyfuse.config import load_config
@@ -245,6 +246,14 @@ def test_metrics_count_what_was_sent_and_usage_is_for_operators(served):
         assert time.time() < deadline, rows.get(key_id)
         time.sleep(0.1)
     assert rows[key_id]["ok"] == 8 and rows[key_id]["prompt_tokens"] > 0
+    text = httpx.get(f"{served.url}/metrics", headers={"Authorization": f"Bearer {OPERATOR}"}).text
+    queues = {
+        (s.name, s.labels.get("queue"))
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.startswith("polyfuse_write_queue_depth")
+    }
+    assert ("polyfuse_write_queue_depth", "usage") in queues  # sampled from the usage writer
     forbidden = httpx.get(f"{served.url}/admin/usage", headers={"Authorization": f"Bearer {secret}"})
     assert_openai_error(forbidden, 403, "forbidden")
     bad = httpx.get(

@@ -231,3 +231,11 @@ def test_metrics_exposition_parses():
     assert sum_samples(text, "polyfuse_tokens_total", key="key_1", type="completion") == 4
     assert sum_samples(text, "polyfuse_cost_usd_total", team="research", model="up/a") == 0.5
     assert sum_samples(text, "polyfuse_member_duration_seconds_count", model="up/a") == 1
+    m.queue("usage", 3, 5)  # drops are totals since start: the counter takes what is new
+    m.queue("usage", 1, 7)
+    m.queue("usage", 1, 7)
+    m.queue("runs", 0, 0)
+    text = m.render().decode()
+    assert sum_samples(text, "polyfuse_write_queue_depth", queue="usage") == 1
+    assert sum_samples(text, "polyfuse_write_queue_dropped_total", queue="usage") == 7
+    assert sum_samples(text, "polyfuse_write_queue_dropped_total", queue="runs") == 0

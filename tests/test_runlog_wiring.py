@@ -15,6 +15,7 @@ import pytest
 from codehelp import make_env
 from polyfuse.code.generate import generate
 from polyfuse.errors import NoSurvivorsError
+from polyfuse.gateway.metrics import sum_samples
 from polyfuse.store import LogFilter, open_log
 from polyfuse.store.settings import LogSettings
 from polyfuse.testing import Reply, ScriptedModel
@@ -107,6 +108,8 @@ def test_a_database_that_does_not_keep_up_costs_counted_runs_not_memory(tmp_path
 path = "{db}"
 busy_timeout = 120
 queue_runs = 5
+[gateway]
+metrics = true
 [providers.up]
 base_url = "{up.base_url}"
 [presets.duo]
@@ -131,9 +134,15 @@ mode = "merge"
                 r = httpx.post(srv.url + "/v1/chat/completions", json={**ask, "stream": stream}, timeout=30)
                 assert r.status_code == 200 and "Fused" in r.text
             assert health() == {"pending": 5, "written": 0, "dropped": 15, "write_errors": 0, "queue_runs": 5}
+            metrics = httpx.get(srv.url + "/metrics", timeout=10).text  # the run log's queue, as /health says
+            assert sum_samples(metrics, "polyfuse_write_queue_depth", queue="runs") == 5
+            assert sum_samples(metrics, "polyfuse_write_queue_dropped_total", queue="runs") == 15
             lock.execute("ROLLBACK")
             lock.close()
             _wait(lambda: health()["written"] == 6)
+            metrics = httpx.get(srv.url + "/metrics", timeout=10).text
+            assert sum_samples(metrics, "polyfuse_write_queue_depth", queue="runs") == 0
+            assert sum_samples(metrics, "polyfuse_write_queue_dropped_total", queue="runs") == 15
             assert re.search(r"runs\.db: 1 run\(s\) not recorded so far .*see /health", srv.logs())
     listed = subprocess.run(
         [*POLYFUSE, "log", "list", "--db", str(db)], capture_output=True, text=True, timeout=60

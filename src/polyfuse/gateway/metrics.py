@@ -114,6 +114,7 @@ class Metrics:
             registry=r,
         )
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._dropped_seen: dict[str, int] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(...)``, memoised: the hot path then costs one dict lookup per update."""
@@ -156,10 +157,13 @@ class Metrics:
     def cache_event(self, result: str) -> None:
         self._child(self.cache, result).inc()
 
-    def queue(self, name: str, depth: int, dropped: int = 0) -> None:
+    def queue(self, name: str, depth: int, dropped_total: int) -> None:
+        """A write queue's depth now and its drops since the worker started (counted from the last sample)."""
         self._child(self.queue_depth, name).set(depth)
-        if dropped:
-            self._child(self.queue_dropped, name).inc(dropped)
+        new = dropped_total - self._dropped_seen.get(name, 0)
+        if new > 0:
+            self._child(self.queue_dropped, name).inc(new)
+            self._dropped_seen[name] = dropped_total
 
     # -- exposition ---------------------------------------------------------------------------------------------
     def render(self) -> bytes:

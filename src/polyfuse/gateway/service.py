@@ -118,7 +118,6 @@ class Gateway:
         self.cache = cache
         self.metrics_token = settings.metrics_secret(env)
         self._settling: set[asyncio.Task[Any]] = set()
-        self._dropped = 0
         self._ticket_prefix = os.urandom(6).hex() + "-"  # unique per process; a counter after it, no syscall
         self._tickets = itertools.count()
 
@@ -345,10 +344,9 @@ class Gateway:
                 tpm = [Window(w.name, w.limit, extra) for w in ticket.tpm] if extra else []
                 self._settle(ticket, tpm, [charge] * len(ticket.holds))
         if self.writer is not None:
-            self.writer.add(record)
-            if self.metrics is not None:
-                dropped, self._dropped = self.writer.dropped - self._dropped, self.writer.dropped
-                self.metrics.queue("usage", self.writer.depth, dropped)
+            self.writer.add(
+                record
+            )  # its queue's depth and drops reach the metrics by sampling (server/gate.py)
         if self.metrics is not None and usage is not None:
             self.metrics.spend(principal.key_label, principal.team_label, record.model, usage, record.cost)
 

@@ -162,12 +162,15 @@ class ServerApp:
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         preloading: asyncio.Future[None] | None = None
+        sampling: asyncio.Future[None] | None = None
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 preloading = asyncio.ensure_future(preload(self.state.config, self.state.hub))
                 if self.state.gateway is not None:
                     self.state.gateway.start()
+                    if self.state.gateway.metrics is not None:
+                        sampling = asyncio.ensure_future(gate.sample_queues_forever(self.state))
                 # What startup built (modules, schemas, config) lives as long as the worker: frozen, the
                 # collector stops re-scanning it every time requests' garbage triggers a full collection
                 # (bench/README.md: about 35 us per pass-through request).
@@ -175,8 +178,9 @@ class ServerApp:
                 gc.freeze()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if preloading is not None:
-                    preloading.cancel()
+                for task in (preloading, sampling):
+                    if task is not None:
+                        task.cancel()
                 await self.state.completions.aclose()
                 await self.state.hub.aclose()
                 if self.state.gateway is not None:

@@ -50,6 +50,8 @@ __all__ = [
     "finish",
     "metrics",
     "usage",
+    "sample_queues",
+    "sample_queues_forever",
 ]
 
 log = logging.getLogger("polyfuse.server")
@@ -302,6 +304,27 @@ def finish(state: ServerState, call: Call) -> None:
         gw.background(task)
 
 
+def sample_queues(state: ServerState) -> None:
+    """The write queues into the metrics: the run log's (``runs``) and the usage records' (``usage``), their
+    depth and their drops. Sampled (every second, and at each scrape) rather than updated per request."""
+    gw = state.gateway
+    if gw is None or gw.metrics is None:
+        return
+    if state.run_log is not None:
+        stats = state.run_log.writer.stats()
+        gw.metrics.queue("runs", stats.pending, stats.dropped)
+    if gw.writer is not None:
+        gw.metrics.queue("usage", gw.writer.depth, gw.writer.dropped)
+
+
+async def sample_queues_forever(state: ServerState, every: float = 1.0) -> None:
+    """Each worker samples its own queues, so a scrape answered by any worker sees every worker's (multiprocess
+    mode) within a second."""
+    while True:
+        sample_queues(state)
+        await asyncio.sleep(every)
+
+
 # -- operator routes ------------------------------------------------------------------------------------------------
 async def metrics(state: ServerState, request: Request, body: bytes) -> JSONResponse:
     gw = state.gateway
@@ -314,6 +337,7 @@ async def metrics(state: ServerState, request: Request, body: bytes) -> JSONResp
             "authentication_error",
             "invalid_api_key",
         )
+    sample_queues(state)
     return JSONResponse(gw.metrics.render(), content_type=CONTENT_TYPE)
 
 
