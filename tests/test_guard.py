@@ -146,3 +146,14 @@ async def test_debate_keeps_a_first_answer_that_revision_talked_its_member_out_o
         "scripted/b",
         f"scripted/{names[right]}@round0",
     }
+    # the run log marks the first-round call the judge chose; the metrics count each model call once
+    from polyfuse.gateway.metrics import Metrics, sum_samples
+    from polyfuse.store.records import build_record
+
+    record = build_record(request, result, source="cli")
+    chosen = [(c.model, c.round) for c in record.candidates if c.chosen]
+    assert chosen == [(f"scripted/{names[right]}", 0)]
+    metrics = Metrics()
+    metrics.fusion(result, "k", "t")
+    calls = sum_samples(metrics.render().decode(), "polyfuse_member_duration_seconds_count")
+    assert calls == len(result.rounds[0]) + len(result.rounds[1]) == 4

@@ -138,8 +138,10 @@ class Metrics:
             self._child(self.cost, key, team, model).inc(cost)
 
     def fusion(self, result: FusionResult, key: str, team: str) -> None:
-        """Per-member and judge latencies, tokens and cost per model, failures, a judge fallback."""
-        for c in result.candidates:
+        """Per-member and judge latencies, tokens and cost per model, failures, a judge fallback. Every model
+        call once: each debate round's (the final candidates alone would miss the earlier rounds, and count
+        twice a first answer that debate offers the judge again as ``<member>@round0``)."""
+        for c in (c for rnd in (result.rounds or [result.candidates]) for c in rnd):
             if c.ok:
                 self._child(self.member_duration, c.model).observe(c.latency)
             elif c.status in ("failed", "timeout", "rejected"):

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import AllMembersFailedError, NoSurvivorsError
 from ..fusion.request import FusionRequest
+from ..fusion.strategies.debate import ROUND0
 from ..types import Candidate, Completion, FusionResult
 from .text import TextPolicy
 
@@ -186,17 +187,24 @@ def build_record(
     policy = policy or TextPolicy()
     rounds = result.rounds or [result.candidates]
     final_round = rounds[-1][0].round if rounds and rounds[-1] else 0
-    choice = result.verdict.choice
     scores = {s.member: s.score for s in result.verdict.scores}
     models = {s.id: s.model for s in request.pool}
+
+    def judged(c: Candidate) -> str | None:
+        """The name the judge knew this call by: a final answer by its member, a first answer that debate
+        offered again by ``<member>@round0``."""
+        if c.round == final_round:
+            return c.member
+        return f"{c.member}{ROUND0}" if c.round == 0 else None
+
     cands = [
         _candidate(
             c,
             models.get(c.member),
             policy,
             store_text,
-            chosen=choice is not None and c.member == choice and c.round == final_round,
-            score=scores.get(c.member) if c.round == final_round else None,
+            chosen=result.verdict.choice is not None and judged(c) == result.verdict.choice,
+            score=scores.get(name) if (name := judged(c)) is not None else None,
         )
         for rnd in rounds
         for c in rnd
