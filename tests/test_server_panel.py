@@ -104,8 +104,10 @@ def test_answer_streams_before_the_run_ends(browser, server):
     )
     page.click("#run")
     expect(page.locator("#status")).to_have_text("done", timeout=240_000)
-    states = page.evaluate("window.answerStates")
-    assert len([s for s in states if s]) > 1, states
+    states = [s for s in page.evaluate("window.answerStates") if s]
+    if len(states) <= 1:  # only when the 135M judge's writing failed: the vote's answer then comes whole
+        expect(page.locator("#agreement-text")).to_contain_text("fell back to the vote", timeout=1_000)
+    assert states and page.locator("#answer").inner_text().strip() == states[-1].strip(), states
     page.close()
 
 
