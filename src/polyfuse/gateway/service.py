@@ -344,9 +344,8 @@ class Gateway:
                 tpm = [Window(w.name, w.limit, extra) for w in ticket.tpm] if extra else []
                 self._settle(ticket, tpm, [charge] * len(ticket.holds))
         if self.writer is not None:
-            self.writer.add(
-                record
-            )  # its queue's depth and drops reach the metrics by sampling (server/gate.py)
+            # the queue's depth and drops reach the metrics by sampling (server/gate.py), not per request
+            self.writer.add(record)
         if self.metrics is not None and usage is not None:
             self.metrics.spend(principal.key_label, principal.team_label, record.model, usage, record.cost)
 
