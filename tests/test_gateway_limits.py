@@ -6,6 +6,7 @@ going away and coming back."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import uuid
 from datetime import UTC, datetime
@@ -270,3 +271,15 @@ async def test_a_failed_admission_batch_fails_every_request_in_it_and_the_next_b
         assert await asyncio.wait_for(store.admit("next", rpm, []), 5) is None
     finally:
         await store.aclose()
+
+
+def test_without_hiredis_commands_are_packed_by_redis_py_the_same(monkeypatch):
+    import hiredis
+
+    from polyfuse.gateway.redis_store import _packer
+
+    command = ("EVALSHA", "ab" * 20, 2, "polyfuse:rl:key:k:rpm", "ü", 900, 60, 1, -3)
+    monkeypatch.setitem(sys.modules, "hiredis", None)  # as if the extra's hiredis were missing
+    fallback = _packer()
+    assert fallback is not hiredis.pack_command
+    assert b"".join(fallback(command)) == hiredis.pack_command(command)

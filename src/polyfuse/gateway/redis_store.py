@@ -425,7 +425,8 @@ def _packer() -> Callable[[tuple[Any, ...]], Any]:
     except ImportError:
         from redis.asyncio.connection import Connection
 
-        return lambda command: Connection().pack_command(*command)
+        packer = Connection()  # never connected: only its packer is used
+        return lambda command: packer.pack_command(*command)
     return pack_command
 
 
