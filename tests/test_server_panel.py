@@ -96,18 +96,23 @@ def test_answer_streams_before_the_run_ends(browser, server):
     page = open_panel(browser, server, 1280, 800)
     page.fill("#prompt", "Write two sentences about the sea.")  # an answer of several words, streamed
     page.fill("#max-tokens", "16")
-    # Record every change to the answer while the run is going: several growing states mean it streamed.
+    # Record the answer and the run's status at every change of either: an answer seen while the status is not
+    # yet "done" reached the page before the run ended (however few words it has: the 135M writer may say "no").
     page.evaluate(
         """() => { window.answerStates = [];
-        new MutationObserver(() => window.answerStates.push(document.getElementById('answer').textContent))
-          .observe(document.getElementById('answer'), {childList: true, characterData: true, subtree: true}); }"""
+        const record = () => window.answerStates.push([document.getElementById('answer').textContent,
+                                                        document.getElementById('status').textContent]);
+        for (const id of ['answer', 'status'])
+          new MutationObserver(record).observe(document.getElementById(id),
+                                               {childList: true, characterData: true, subtree: true}); }"""
     )
     page.click("#run")
     expect(page.locator("#status")).to_have_text("done", timeout=240_000)
-    states = [s for s in page.evaluate("window.answerStates") if s]
-    if len(states) <= 1:  # only when the 135M judge's writing failed: the vote's answer then comes whole
+    states = page.evaluate("window.answerStates")
+    early = [answer for answer, status in states if answer.strip() and status != "done"]
+    if not early:  # only when the judge's writing failed: the vote's answer then comes whole, with the end
         expect(page.locator("#agreement-text")).to_contain_text("fell back to the vote", timeout=1_000)
-    assert states and page.locator("#answer").inner_text().strip() == states[-1].strip(), states
+    assert page.locator("#answer").inner_text().strip(), states
     page.close()
 
 
