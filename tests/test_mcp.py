@@ -273,3 +273,27 @@ async def test_http_clients_get_the_servers_model_policy_stdio_the_clis(tmp_path
             ok = await client.call_tool("fuse", {"prompt": "capital?", "pool": [foreign]})
         assert not ok.is_error and ok.structured_content["answer"] == "Rome"
         assert len(other.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("toml", "what"),
+    [
+        ('[providers.openai]\nbase_url = "http://127.0.0.1:9/v1"\napi_key_env = "HOME"\n', "[providers]"),
+        ('[log]\nurl = "postgresql://u:p@127.0.0.1:9/x"\n', "[log] url"),
+        ("[code]\nallow_weak_sandbox = true\n", "allow_weak_sandbox"),
+    ],
+)
+def test_the_workspace_config_an_agent_starts_it_in_cannot_take_keys_or_safety_elsewhere(
+    tmp_path, toml, what
+):
+    """An agent launches `polyfuse mcp` in the repository it works on; that repository's polyfuse.toml may not
+    point provider keys, the run log or the sandbox elsewhere (as for `polyfuse lsp`). --config trusts it."""
+    (tmp_path / "polyfuse.toml").write_text(toml)
+    proc = subprocess.run(MCP, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert what in proc.stderr and "polyfuse mcp --config FILE" in proc.stderr
+    trusted = subprocess.run(
+        [*MCP, "--config", "polyfuse.toml", "--no-log"],
+        cwd=tmp_path, env=ENV, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert trusted.returncode == 0, trusted.stderr  # served stdio until end of input

@@ -30,6 +30,7 @@ from .types import Message
 __all__ = [
     "Config",
     "config_paths",
+    "check_workspace_config",
     "Preset",
     "MemberConfig",
     "ProviderSettings",
@@ -183,6 +184,28 @@ def config_paths(explicit: str | os.PathLike[str] | None) -> list[Path]:
     if explicit is not None:
         return [Path(explicit)]
     return [Path.cwd() / "polyfuse.toml", Path(platformdirs.user_config_dir("polyfuse")) / "polyfuse.toml"]
+
+
+def check_workspace_config(config: Config, path: str, command: str) -> None:
+    """A repository's own polyfuse.toml, read because a tool was started in it (an editor's language server, an
+    agent's MCP server), may not set what would take the user's secrets or safety elsewhere: provider settings
+    (a base URL of its own, any environment variable as the key), a run-log server, a weak sandbox. Raises
+    ``ConfigError``; ``COMMAND --config FILE`` trusts a file explicitly."""
+    found = [
+        what
+        for what, present in (
+            ("[providers] (your provider keys would go to hosts it names)", bool(config.providers)),
+            ("[log] url (your prompts would be stored on its server)", config.log.url is not None),
+            ("[code] allow_weak_sandbox (candidate code would run without an adequate sandbox)",
+             config.code.allow_weak_sandbox),
+        )
+        if present
+    ]  # fmt: skip
+    if found:
+        raise ConfigError(
+            f"the workspace's {path} sets {found[0]}; a repository may not: keep these in your user config, or "
+            f"trust this file with `{command} --config FILE`"
+        )
 
 
 def _first_error(exc: ValidationError) -> str:

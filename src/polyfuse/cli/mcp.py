@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..config import load_config
+from ..config import check_workspace_config, load_config
 from ..errors import ConfigError
 from ..providers.registry import ProviderHub
 from ..redaction import Redactor, provider_keys
@@ -51,6 +51,9 @@ def mcp(port: int | None, host: str, config_path: str | None, root: str, no_log:
     from importlib.metadata import version
 
     cfg = load_config(config_path)
+    if config_path is None and cfg.source == str(Path.cwd() / "polyfuse.toml"):
+        # an agent starts this server in whatever repository it works on: that repository's file is not the user's
+        check_workspace_config(cfg, "polyfuse.toml", "polyfuse mcp")
     try:
         depth = parse_depth(os.environ.get(DEPTH_ENV), DEPTH_ENV)
     except ToolError as exc:

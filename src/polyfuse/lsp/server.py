@@ -33,7 +33,7 @@ from pygls.uris import to_fs_path
 
 from ..code.context import find_root
 from ..code.task import CodeEnv
-from ..config import Config, load_config
+from ..config import Config, check_workspace_config, load_config
 from ..errors import PolyfuseError, UserError
 from ..providers.registry import ProviderHub
 from ..redaction import Redactor, provider_keys
@@ -49,27 +49,6 @@ __all__ = ["PolyfuseServer", "build_server", "ACCEPTED"]
 _LOG = logging.getLogger("polyfuse.lsp")
 ACCEPTED = "polyfuse.accepted"
 T = TypeVar("T")
-
-
-def _check_workspace_config(config: Config, path: str) -> None:
-    """A repository's own polyfuse.toml is read when its folder is opened, so it may not set what would take
-    the user's secrets or safety elsewhere: provider settings (a base URL of its own, any environment variable
-    as the key), a run-log server, a weak sandbox. ``polyfuse lsp --config FILE`` trusts a file explicitly."""
-    found = [
-        what
-        for what, present in (
-            ("[providers] (your provider keys would go to hosts it names)", bool(config.providers)),
-            ("[log] url (your prompts would be stored on its server)", config.log.url is not None),
-            ("[code] allow_weak_sandbox (candidate code would run without an adequate sandbox)",
-             config.code.allow_weak_sandbox),
-        )
-        if present
-    ]  # fmt: skip
-    if found:
-        raise UserError(
-            f"the workspace's {path} sets {found[0]}; a repository may not: keep these in your user config, or "
-            "trust this file with `polyfuse lsp --config FILE`"
-        )
 
 
 class PolyfuseServer(LanguageServer):
@@ -170,7 +149,7 @@ def build_server(config_path: str | None = None) -> PolyfuseServer:
         try:
             ls.config = load_config(path)
             if ls.config_path is None and path is not None:
-                _check_workspace_config(ls.config, path)
+                check_workspace_config(ls.config, path, "polyfuse lsp")
             options = params.initialization_options or {}
             if not isinstance(options, dict):
                 raise JsonRpcInvalidParams("initializationOptions must be an object of [code] settings")
