@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pgcluster import PostgresCluster
 from polyfuse.gateway.errors import StoreDown
 from polyfuse.gateway.ledger import DbBudget, LocalStore, period_of
 from polyfuse.gateway.limits import Hold, MemoryWindows, Window
@@ -29,21 +28,8 @@ def redis_server():
     server.close()
 
 
-@pytest.fixture(scope="module")
-def pg():
-    cluster = PostgresCluster().start()
-    yield cluster
-    cluster.stop()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def runlog(request, tmp_path):
-    if request.param == "sqlite":
-        settings = LogSettings(path=str(tmp_path / "runs.db"))
-    else:
-        settings = LogSettings(
-            url=request.getfixturevalue("pg").create_database(f"g_{uuid.uuid4().hex[:10]}")
-        )
+@pytest.fixture
+def runlog(settings):
     with open_log(settings) as log:
         yield log
 

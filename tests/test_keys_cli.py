@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from pgcluster import PostgresCluster
 from polyfuse.gateway.keys import SECRET_PREFIX
 from polyfuse.gateway.keystore import KeyCache, KeyStore
 from polyfuse.gateway.settings import TeamSettings
@@ -22,13 +21,6 @@ from polyfuse.store import LogSettings, open_log
 
 POLYFUSE = [sys.executable, "-m", "polyfuse.cli.main"]
 ENV = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-
-
-@pytest.fixture(scope="module")
-def pg():
-    cluster = PostgresCluster().start()
-    yield cluster
-    cluster.stop()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

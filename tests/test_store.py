@@ -8,12 +8,10 @@ import json
 import sqlite3
 import subprocess
 import sys
-import uuid
 
 import pytest
 
 from conftest import picker, write_json
-from pgcluster import PostgresCluster
 from polyfuse import FusionRequest, fuse
 from polyfuse.errors import AllMembersFailedError, UpstreamError
 from polyfuse.store import (
@@ -35,21 +33,6 @@ from polyfuse.store.migrations import MIGRATIONS
 from polyfuse.testing import Reply, ScriptedModel, scripted_hub
 
 POOL = "scripted/a,scripted/b,scripted/c"
-
-
-@pytest.fixture(scope="session")
-def pg():
-    cluster = PostgresCluster().start()
-    yield cluster
-    cluster.stop()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def settings(request, tmp_path) -> LogSettings:
-    if request.param == "sqlite":
-        return LogSettings(path=str(tmp_path / "runs.db"))
-    cluster = request.getfixturevalue("pg")
-    return LogSettings(url=cluster.create_database(f"t_{uuid.uuid4().hex[:12]}"))
 
 
 def _backend(settings: LogSettings):

@@ -6,11 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
 
-import pytest
-
-from pgcluster import PostgresCluster
 from polyfuse.store import (
     LogFilter,
     LogSettings,
@@ -20,21 +16,6 @@ from polyfuse.store import (
     record_suggestion,
     suggestion_stats,
 )
-
-
-@pytest.fixture(scope="module")
-def pg():
-    cluster = PostgresCluster().start()
-    yield cluster
-    cluster.stop()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def settings(request, tmp_path) -> LogSettings:
-    if request.param == "sqlite":
-        return LogSettings(path=str(tmp_path / "runs.db"))
-    cluster = request.getfixturevalue("pg")
-    return LogSettings(url=cluster.create_database(f"t_{uuid.uuid4().hex[:12]}"))
 
 
 def _fill(log) -> dict[str, Suggestion]:
