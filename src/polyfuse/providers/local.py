@@ -26,13 +26,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import ModelNotAvailableError, ProviderError, UnknownModelError, UpstreamError
 from ..types import Completion, GenerationParams, Message, Usage
 from .base import ChatModel, Delta, ModelKind, StreamEvent
 from .local_logprobs import TokenLogprobs, continuation_logprobs_of, option_logprobs_of
 from .logprobs import ContinuationLogprobs, OptionLogprobs, Options
+
+_T = TypeVar("_T")
 
 __all__ = ["LocalRuntime", "LocalModel", "BUNDLED", "bundled_path", "render_base_prompt"]
 
@@ -339,6 +341,13 @@ class LocalModel(ChatModel):
             )
         )
 
+    async def _score(self, work: Callable[[], _T]) -> _T:
+        """A scoring pass on the model's worker thread; llama.cpp failures translated at the boundary."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.runtime.executor, work)
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise UpstreamError(f"{self.id}: {type(exc).__name__}: {exc}", provider=self.id) from None
+
     def _prompt_tokens(self, engine: _Engine, messages: Sequence[Message]) -> list[int]:
         if self._kind is None:
             self._kind = "chat" if engine.template else "base"
@@ -360,10 +369,7 @@ class LocalModel(ChatModel):
                     )
                 return option_logprobs_of(engine.llm, tokens, options), len(tokens)
 
-        try:
-            scores, n_tokens = await asyncio.get_running_loop().run_in_executor(self.runtime.executor, work)
-        except (ValueError, RuntimeError, OSError) as exc:  # llama.cpp failures, translated at the boundary
-            raise UpstreamError(f"{self.id}: {type(exc).__name__}: {exc}", provider=self.id) from None
+        scores, n_tokens = await self._score(work)
         usage = Usage(prompt_tokens=n_tokens, completion_tokens=0)
         return OptionLogprobs(scores, usage, time.perf_counter() - start, self.id, 0.0)
 
@@ -383,10 +389,7 @@ class LocalModel(ChatModel):
                     raise UpstreamError(f"{self.id}: prompt and reply do not fit the context")
                 return continuation_logprobs_of(engine.llm, prompt, cont), len(prompt) + len(cont)
 
-        try:
-            values, n_tokens = await asyncio.get_running_loop().run_in_executor(self.runtime.executor, work)
-        except (ValueError, RuntimeError, OSError) as exc:  # llama.cpp failures, translated at the boundary
-            raise UpstreamError(f"{self.id}: {type(exc).__name__}: {exc}", provider=self.id) from None
+        values, n_tokens = await self._score(work)
         usage = Usage(prompt_tokens=n_tokens, completion_tokens=0)
         return ContinuationLogprobs(values, usage, time.perf_counter() - start, self.id, 0.0)
 
